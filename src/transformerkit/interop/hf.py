@@ -1,0 +1,218 @@
+"""Read and write the Hugging Face checkpoint layout: config.json + model.safetensors.
+
+The generic part lives here: finding the weight files, reading them safely, renaming tensors
+through a family's `Converter`, reporting missing / unexpected / mis-shaped tensors by name,
+and writing atomically. A family only declares how its config fields and tensor names map
+(see gpt.py beside this file).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..config import ModelConfig
+from ..errors import CheckpointError
+
+# Tensors a checkpoint may hold that are not weights (causal-mask buffers of old GPT-2 files).
+IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "position_ids")
+
+
+@dataclass
+class Converter:
+    """How one family's Hugging Face checkpoints map onto ours.
+
+    rename: list of (our_regex, their_template) pairs applied to full tensor names; the first
+        match wins and the regex groups fill the template.
+    transposed: their names (regexes) stored as (in, out) -- GPT's Conv1D -- that we keep as (out, in).
+    body_prefix: the prefix of the body's names in a checkpoint with a head ("transformer."); a bare
+        base model's checkpoint has the same names without it, and loads too.
+    """
+    family: str                       # our family
+    model_types: tuple[str, ...]      # their model_type values; the first is the one we write
+    config_from_hf: Callable[[dict], tuple[ModelConfig, str]]   # -> (config, task)
+    config_to_hf: Callable[[ModelConfig, str], dict]
+    rename: list[tuple[str, str]]
+    transposed: tuple[str, ...] = ()
+    body_prefix: str = ""
+    accepts: Callable[[ModelConfig], bool] = lambda config: True   # which of a family's configs it writes
+
+    def to_theirs(self, name: str, config: ModelConfig) -> str | None:
+        for ours, theirs in self.rename:
+            m = re.fullmatch(ours, name)
+            if m:
+                return m.expand(theirs)
+        raise CheckpointError(f"no Hugging Face name for tensor {name!r}; the converter for "
+                              f"{self.model_types[0]} needs a rule for it")
+
+    def is_transposed(self, their_name: str) -> bool:
+        return any(re.fullmatch(p, their_name) for p in self.transposed)
+
+
+CONVERTERS: dict[str, Converter] = {}
+
+
+def register(converter: Converter) -> None:
+    for t in converter.model_types:
+        CONVERTERS[t] = converter
+
+
+def _converter_for(model_type: str, where) -> Converter:
+    try:
+        return CONVERTERS[model_type]
+    except KeyError:
+        raise CheckpointError(f"{where}: model_type {model_type!r} is not supported; supported: "
+                              f"{', '.join(sorted(CONVERTERS))}") from None
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint folder: model.safetensors (or its shards), else a .bin read
+    with weights_only=True (never unpickling code)."""
+    single = directory / "model.safetensors"
+    if single.exists():
+        return load_file(single)
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state = {}
+        for shard in shards:
+            state.update(load_file(directory / shard))
+        return state
+    binary = directory / "pytorch_model.bin"
+    if binary.exists():
+        try:
+            return torch.load(binary, map_location="cpu", weights_only=True)
+        except Exception as e:  # a pickle that needs code to load is refused, by design
+            raise CheckpointError(f"{binary}: cannot be read safely with weights_only=True ({e}); "
+                                  "convert it to safetensors with a trusted tool first") from e
+    raise CheckpointError(f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin; "
+                          "is this a Hugging Face checkpoint folder?")
+
+
+def _resolve(path_or_id: str | os.PathLike) -> Path:
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds config.json")
+    if str(path_or_id).count("/") > 1 or str(path_or_id).startswith((".", "/", "~")):
+        raise CheckpointError(f"no checkpoint folder at {path}")
+    try:  # a hub id such as "gpt2" or "openai-community/gpt2": a bonus where a hub is reachable
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(f"{path_or_id!r} is not a folder, and huggingface_hub is not installed to fetch "
+                              "it as a hub id; pass a local checkpoint folder") from None
+    try:
+        return Path(snapshot_download(str(path_or_id), allow_patterns=["config.json", "*.safetensors",
+                                                                       "*.json", "*.txt"]))
+    except Exception as e:
+        raise CheckpointError(f"{path_or_id!r} is not a local folder and could not be fetched from the hub "
+                              f"({type(e).__name__}); pass a local checkpoint folder") from None
+
+
+def load_pretrained(path_or_id, task: str | None = None):
+    """Build our model from a Hugging Face (or our own, same layout) checkpoint folder."""
+    from ..models import build  # interop sits above models
+
+    directory = _resolve(path_or_id)
+    config_file = directory / "config.json"
+    if not config_file.exists():
+        raise CheckpointError(f"{directory}: no config.json; a checkpoint folder holds config.json and "
+                              "model.safetensors")
+    hf_config = json.loads(config_file.read_text())
+    conv = _converter_for(hf_config.get("model_type"), config_file)
+    config, default_task = conv.config_from_hf(hf_config)
+    model = build(config, task=task or default_task)
+    load_state_into(model, read_state_dict(directory), conv, where=directory)
+    return model
+
+
+def load_state_into(model, theirs: dict[str, torch.Tensor], conv: Converter, where) -> None:
+    """Copy a Hugging Face state dict into our model, checking every tensor's name and shape."""
+    theirs = {k: v for k, v in theirs.items() if not k.endswith(IGNORED_SUFFIXES)}
+    ours = model.state_dict()
+    tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - \
+        {name for name, p in model.named_parameters()}   # second names of tied weights
+    new_state, missing, misshaped, used = {}, [], [], set()
+    for name, tensor in ours.items():
+        if name in tied:
+            continue
+        their_name = conv.to_theirs(name, model.config)
+        candidates = [their_name] + ([their_name[len(conv.body_prefix):]] if conv.body_prefix and
+                                     their_name.startswith(conv.body_prefix) else [])
+        found = next((c for c in candidates if c in theirs), None)
+        if found is None:
+            missing.append(their_name)
+            continue
+        value = theirs[found]
+        if conv.is_transposed(their_name):
+            value = value.t()
+        if value.shape != tensor.shape:
+            misshaped.append(f"{found}: checkpoint {tuple(value.shape)} vs model {tuple(tensor.shape)}")
+            continue
+        new_state[name] = value.to(tensor.dtype)
+        used.add(found)
+    tied_their_names = {conv.to_theirs(n, model.config) for n in tied}
+    unexpected = sorted(set(theirs) - used - tied_their_names)
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped tensors: {'; '.join(misshaped)}")
+    if problems:
+        raise CheckpointError(f"{where}: the checkpoint does not fit a {type(model).__name__} with this config -- "
+                              + " | ".join(problems))
+    model.load_state_dict(new_state, strict=False)
+
+
+def save_pretrained(model, directory) -> None:
+    """Write config.json + model.safetensors so `transformers` (and `load_pretrained`) can read them.
+
+    Files are written to a temporary folder first and moved into place, so a failure never
+    leaves a half-written checkpoint; other files in `directory` (a tokenizer) are kept.
+    """
+    task = _task_of(model)
+    conv = next((c for c in CONVERTERS.values() if c.family == model.config.family and c.accepts(model.config)),
+                None)
+    if conv is None:
+        raise CheckpointError(f"no Hugging Face converter for model family {model.config.family!r}")
+    tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - \
+        {name for name, _ in model.named_parameters()}
+    theirs = {}
+    for name, tensor in model.state_dict().items():
+        if name in tied:
+            continue
+        their_name = conv.to_theirs(name, model.config)
+        value = tensor.detach()
+        if conv.is_transposed(their_name):
+            value = value.t()
+        theirs[their_name] = value.contiguous().cpu()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=directory))
+    try:
+        save_file(theirs, tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(conv.config_to_hf(model.config, task), indent=2) + "\n")
+        for name in ("model.safetensors", "config.json"):
+            os.replace(tmp / name, directory / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _task_of(model) -> str:
+    from ..models import MODELS
+
+    for (family, task), cls in MODELS.items():
+        if type(model) is cls:
+            return task
+    raise CheckpointError(f"{type(model).__name__} is not a registered model class")

@@ -1,0 +1,166 @@
+"""Multi-head attention (Vaswani et al. 2017, §3.2), the one attention module of every model.
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + bias) V                       (Eq. 1)
+    MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+
+Self-attention (encoder), causal self-attention (decoder) and cross-attention (decoder
+reading the encoder) differ only in where K and V come from and in the mask. Two paths
+compute Eq. 1: the fused `scaled_dot_product_attention` (default, fast) and an explicit one
+that also returns the attention weights for inspection; they agree to 1e-5.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import GenerationError
+
+
+class KVCache:
+    """Preallocated keys and values for incremental decoding, one slot per layer.
+
+    Each new token writes its key and value in place (no torch.cat per step), so a decoding
+    step costs one forward over one token. Cross-attention keys and values of the encoder
+    output are computed once and kept in `cross`.
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, d_head: int,
+                 dtype: torch.dtype, device: torch.device | str):
+        shape = (batch, n_head, max_len, d_head)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+        self.max_len = max_len
+        self.length = 0  # positions already written (same for every layer)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, H, T, D) after what is cached; return all keys and values so far."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise GenerationError(f"the KV cache holds {self.max_len} positions but {end} were needed; "
+                                  "allocate it with a larger max_len")
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n_tokens: int) -> None:
+        """Called once per forward, after every layer has appended its n_tokens."""
+        self.length += n_tokens
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` (beam search): row b of the result is old row index[b]."""
+        L = self.length
+        for buffers in (self.k, self.v):
+            for buf in buffers:
+                buf[:, :, :L] = buf[:, :, :L].index_select(0, index)
+        self.cross = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
+                      for kv in self.cross]
+
+
+def build_attention_mask(q_len: int, k_len: int, *, key_padding: torch.Tensor | None = None,
+                         causal: bool = False, q_offset: int = 0,
+                         bias: torch.Tensor | None = None,
+                         device: torch.device | str | None = None) -> tuple[torch.Tensor | None, bool]:
+    """One mask for all layers of a stack: returns (attn_mask, is_causal) for `MultiHeadAttention`.
+
+    key_padding: (B, k_len), 1/True where a key is a real token. Queries sit at absolute positions
+    q_offset .. q_offset + q_len - 1 (q_offset = tokens already in the KV cache).
+    bias: additive float scores (1 or B, H, q_len, k_len), e.g. T5's relative positions.
+    The mask is boolean (True = may attend) unless a bias is given, then it is the bias with
+    disallowed places at the dtype's minimum. With nothing to mask, it is None, and a plain causal
+    square is left to the fused kernel (is_causal=True), its fastest path.
+    """
+    allowed = None
+    if key_padding is not None:
+        allowed = key_padding[:, None, None, :k_len].bool()                       # (B, 1, 1, Tk)
+    if causal and not (q_len == 1 and allowed is None and bias is None):
+        if allowed is None and bias is None and q_offset == 0 and q_len == k_len:
+            return None, True
+        q_pos = torch.arange(q_offset, q_offset + q_len, device=device)[:, None]
+        k_pos = torch.arange(k_len, device=device)[None, :]
+        causal_allowed = k_pos <= q_pos                                            # (Tq, Tk)
+        allowed = causal_allowed if allowed is None else allowed & causal_allowed
+        # A left-padded query has no real key at or before it; let it see itself so softmax
+        # has something to normalise (its output is never used).
+        allowed = allowed | (k_pos == q_pos)
+    if bias is None:
+        return allowed, False
+    if allowed is None:
+        return bias, False
+    return bias.masked_fill(~allowed, torch.finfo(bias.dtype).min), False
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention with `n_head` heads of width `d_head` (Eq. 1 and MultiHead above).
+
+    Self-attention projects Q, K, V with one fused matrix `qkv`; cross-attention projects Q
+    from the decoder (`q`) and K, V from the encoder output (`kv`), so the encoder's K, V can
+    be computed once per generation.
+    """
+
+    def __init__(self, config, layer_idx: int = 0, cross: bool = False):
+        super().__init__()
+        C, H, D = config.d_model, config.n_head, config.d_head
+        self.n_head, self.d_head, self.inner = H, D, H * D
+        self.layer_idx, self.cross = layer_idx, cross
+        if cross:
+            self.q = nn.Linear(C, H * D, bias=config.bias)
+            self.kv = nn.Linear(C, 2 * H * D, bias=config.bias)
+        else:
+            self.qkv = nn.Linear(C, 3 * H * D, bias=config.bias)
+        self.out = nn.Linear(H * D, C, bias=config.bias)
+        self.scale = D ** -0.5 if config.scale_attention else 1.0
+        self.attn_dropout = config.attn_dropout
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H*D) -> (B, H, T, D)
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None, is_causal: bool = False,
+                cache: KVCache | None = None, need_weights: bool = False):
+        """x: (B, T, C) queries' inputs; memory: (B, S, C) encoder output for cross-attention.
+
+        Returns (output (B, T, C), weights (B, H, T, S) or None).
+        """
+        B, T, _ = x.shape
+        if self.cross:
+            q = self._heads(self.q(x))
+            kv = cache.cross[self.layer_idx] if cache is not None else None
+            if kv is None:
+                k, v = self.kv(memory).split(self.inner, dim=2)
+                kv = self._heads(k), self._heads(v)
+                if cache is not None:
+                    cache.cross[self.layer_idx] = kv
+            k, v = kv
+        else:
+            q, k, v = self.qkv(x).split(self.inner, dim=2)
+            q, k, v = self._heads(q), self._heads(k), self._heads(v)                 # (B, H, T, D)
+            if cache is not None:
+                k, v = cache.append(self.layer_idx, k, v)                           # (B, H, S, D)
+        dropout_p = self.attn_dropout if self.training else 0.0
+        weights = None
+        if need_weights:
+            y, weights = explicit_attention(q, k, v, attn_mask, is_causal, self.scale, dropout_p, self.training)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                               is_causal=is_causal, scale=self.scale)
+        y = y.transpose(1, 2).reshape(B, T, self.inner)                              # (B, T, H*D)
+        return self.out(y), weights
+
+
+def explicit_attention(q, k, v, attn_mask, is_causal, scale, dropout_p=0.0, training=False):
+    """Eq. 1 written out, returning the weights softmax(QK^T/sqrt(d_k) + bias) as (B, H, Tq, Tk)."""
+    scores = (q @ k.transpose(-2, -1)).float() * scale                             # (B, H, Tq, Tk)
+    if is_causal:
+        Tq, Tk = scores.shape[-2:]
+        attn_mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril()
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask.float()
+    weights = scores.softmax(dim=-1).to(q.dtype)
+    y = F.dropout(weights, dropout_p, training) @ v                                # (B, H, Tq, D)
+    return y, weights

@@ -1,0 +1,65 @@
+"""The two blocks every model is built from (Vaswani et al. 2017, §3.1, Figure 1).
+
+Encoder block: self-attention, then feed-forward. Decoder block: masked self-attention,
+optionally cross-attention over the encoder output, then feed-forward. Each sub-layer is
+wrapped in a residual connection with a norm, either after it (post-norm, the paper:
+LayerNorm(x + Sublayer(x))) or before it (pre-norm, GPT-2 and T5: x + Sublayer(LayerNorm(x))).
+BERT is a stack of encoder blocks, GPT a stack of decoder blocks without cross-attention.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import KVCache, MultiHeadAttention
+from .feedforward import FeedForward
+from .norms import make_norm
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__()
+        self.pre_norm = config.norm_position == "pre"
+        self.self_attn = MultiHeadAttention(config, layer_idx)
+        self.self_attn_norm = make_norm(config)
+        self.ffn = FeedForward(config)
+        self.ffn_norm = make_norm(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def residual(self, x: torch.Tensor, norm: nn.Module, sublayer) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x + Dropout(Sublayer(Norm(x))) for pre-norm, Norm(x + Dropout(Sublayer(x))) for post-norm."""
+        out = sublayer(norm(x) if self.pre_norm else x)
+        y, weights = out if isinstance(out, tuple) else (out, None)
+        x = x + self.dropout(y)
+        return (x if self.pre_norm else norm(x)), weights
+
+    def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False,
+                cache: KVCache | None = None, need_weights: bool = False):
+        """x: (B, T, C). Returns (x, {"self": weights or None})."""
+        x, w_self = self.residual(x, self.self_attn_norm, lambda h: self.self_attn(
+            h, attn_mask=attn_mask, is_causal=is_causal, cache=cache, need_weights=need_weights))
+        x, _ = self.residual(x, self.ffn_norm, self.ffn)
+        return x, {"self": w_self}
+
+
+class DecoderBlock(EncoderBlock):
+    """An encoder block whose self-attention is masked (the mask comes from the caller), plus,
+    between it and the feed-forward, cross-attention over the encoder output when `cross_attention`."""
+
+    def __init__(self, config, layer_idx: int = 0, cross_attention: bool = True):
+        super().__init__(config, layer_idx)
+        self.cross_attn = MultiHeadAttention(config, layer_idx, cross=True) if cross_attention else None
+        self.cross_attn_norm = make_norm(config) if cross_attention else None
+
+    def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False,
+                cache: KVCache | None = None, need_weights: bool = False,
+                memory: torch.Tensor | None = None, memory_mask=None):
+        """x: (B, T, C); memory: (B, S, C) encoder output. Returns (x, {"self": w, "cross": w})."""
+        x, w_self = self.residual(x, self.self_attn_norm, lambda h: self.self_attn(
+            h, attn_mask=attn_mask, is_causal=is_causal, cache=cache, need_weights=need_weights))
+        w_cross = None
+        if self.cross_attn is not None:
+            x, w_cross = self.residual(x, self.cross_attn_norm, lambda h: self.cross_attn(
+                h, memory=memory, attn_mask=memory_mask, cache=cache, need_weights=need_weights))
+        x, _ = self.residual(x, self.ffn_norm, self.ffn)
+        return x, {"self": w_self, "cross": w_cross}

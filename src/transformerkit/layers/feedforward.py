@@ -1,0 +1,39 @@
+"""Position-wise feed-forward network (Vaswani et al. 2017, §3.3, Eq. 2).
+
+FFN(x) = act(x W_1 + b_1) W_2 + b_2, applied to every position alike. The gated variant
+of T5 v1.1 (Shazeer 2020, "GLU variants") multiplies the activation by a second linear
+map: FFN(x) = (act(x W_1) * x W_gate) W_2.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,                                          # exact erf form (BERT, GPT-1)
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),    # GPT-2's approximation
+}
+
+
+def activation_fn(name: str):
+    return ACTIVATIONS[name.removeprefix("gated-")]
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        C, d_ff, bias = config.d_model, config.d_ff, config.bias
+        self.gated = config.activation.startswith("gated-")
+        self.act = activation_fn(config.activation)
+        self.w_1 = nn.Linear(C, d_ff, bias=bias)
+        self.w_gate = nn.Linear(C, d_ff, bias=bias) if self.gated else None
+        self.w_2 = nn.Linear(d_ff, C, bias=bias)
+        self.dropout = nn.Dropout(config.activation_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        h = self.act(self.w_1(x))                     # (B, T, d_ff)
+        if self.gated:
+            h = h * self.w_gate(x)
+        return self.w_2(self.dropout(h))

@@ -1,0 +1,30 @@
+"""Normalisation layers: LayerNorm (Ba et al. 2016) and RMSNorm (Zhang & Sennrich 2019, used by T5)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * g  -- no mean subtraction, no bias (T5's "LayerNorm").
+
+    The statistic is computed in fp32 even under bf16, as T5 does, because the mean of
+    squares over thousands of channels loses precision in 8 mantissa bits.
+    """
+
+    def __init__(self, d: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        variance = x.float().pow(2).mean(-1, keepdim=True)
+        x = x * torch.rsqrt(variance + self.eps).to(x.dtype)
+        return self.weight * x
+
+
+def make_norm(config) -> nn.Module:
+    """The norm a config asks for, over the model width."""
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.d_model, eps=config.norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)

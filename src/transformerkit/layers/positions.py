@@ -1,0 +1,89 @@
+"""The three ways the family tells a model where a token is.
+
+- sinusoidal: fixed table added to the embeddings (Vaswani et al. 2017, §3.5)
+- learned: a trained table added to the embeddings (GPT, BERT, BART)
+- relative: a learned scalar per (head, distance bucket) added to the attention
+  scores (Shaw et al. 2018; the bucketed form of T5, Raffel et al. 2020, §2.1)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def sinusoidal_table(n_positions: int, d_model: int) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)),  PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
+
+    Interleaved sin/cos exactly as the paper writes it. Returns (n_positions, d_model).
+    """
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]           # (P, 1)
+    inv_freq = torch.pow(10000.0, -torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (d/2,)
+    angles = position * inv_freq                                                  # (P, d/2)
+    table = torch.zeros(n_positions, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles[:, : d_model // 2])
+    return table.float()
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed encodings looked up by position id; a buffer, not a parameter (never saved)."""
+
+    def __init__(self, n_positions: int, d_model: int):
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(n_positions, d_model), persistent=False)
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, C)
+        return self.table[position_ids]
+
+
+class LearnedPositions(nn.Embedding):
+    """A trained embedding per position. `offset` shifts the ids (BART's checkpoints keep 2 unused rows)."""
+
+    def __init__(self, n_positions: int, d_model: int, offset: int = 0):
+        super().__init__(n_positions + offset, d_model)
+        self.offset = offset
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, C)
+        return super().forward(position_ids + self.offset)
+
+
+def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool,
+                             num_buckets: int, max_distance: int) -> torch.Tensor:
+    """Map key-minus-query distances to buckets: exact for small distances, log-spaced up to max_distance.
+
+    Bidirectional attention spends half the buckets on each direction; causal attention only
+    ever sees keys at or before the query, so it maps distances >= 0 into all buckets.
+    """
+    bucket = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (relative_position > 0).long() * num_buckets
+        distance = relative_position.abs()
+    else:
+        distance = (-relative_position).clamp(min=0)
+    n_exact = num_buckets // 2
+    log_ratio = torch.log(distance.float().clamp(min=1) / n_exact) / math.log(max_distance / n_exact)
+    far = (n_exact + (log_ratio * (num_buckets - n_exact)).long()).clamp(max=num_buckets - 1)
+    return bucket + torch.where(distance < n_exact, distance, far)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned bias b[head, bucket(j - i)] added to the attention logits of every layer.
+
+    One table per stack, computed once per forward and shared by all its layers.
+    """
+
+    def __init__(self, n_head: int, num_buckets: int, max_distance: int, bidirectional: bool):
+        super().__init__()
+        self.bias = nn.Embedding(num_buckets, n_head)
+        self.num_buckets, self.max_distance, self.bidirectional = num_buckets, max_distance, bidirectional
+
+    def forward(self, q_len: int, k_len: int, q_offset: int = 0) -> torch.Tensor:
+        """Returns (1, H, q_len, k_len); queries sit at positions q_offset .. q_offset+q_len-1."""
+        device = self.bias.weight.device
+        q_pos = torch.arange(q_offset, q_offset + q_len, device=device)[:, None]
+        k_pos = torch.arange(k_len, device=device)[None, :]
+        buckets = relative_position_bucket(k_pos - q_pos, self.bidirectional, self.num_buckets, self.max_distance)
+        return self.bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Tq, Tk)
