@@ -61,8 +61,8 @@ def warp_for_sampling(scores: torch.Tensor, temperature: float, top_k: int, top_
 class TextStreamer:
     """Prints the text of row 0 as tokens arrive, holding back bytes of an unfinished character."""
 
-    def __init__(self, tokenizer, file=sys.stdout):
-        self.tokenizer, self.file = tokenizer, file
+    def __init__(self, tokenizer, file=None):
+        self.tokenizer, self.file = tokenizer, file or sys.stdout
         self.ids: list[int] = []
         self.printed = 0
 
@@ -267,3 +267,48 @@ def _beam_search(model, input_ids, attention_mask, K, max_new_tokens, eos_ids, p
 
     best_seqs, best_lens = done_seqs[:, 0], done_lens[:, 0]                         # (B, max_len), (B,)
     return best_seqs[:, :T0 + int(best_lens.max())]
+
+
+def generate_text(model, tokenizer, prompts: str | list[str], *, stream: bool = False, seed: int | None = None,
+                  **kwargs) -> list[str]:
+    """Text in, text out: encode the prompts (left-padded as a batch), `generate`, decode the new part.
+
+    stream=True prints the first row's text as it is generated. `kwargs` go to `generate`;
+    eos_token_id defaults to the tokenizer's, so generation stops at its end-of-text token.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    rows = [tokenizer.encode(p) for p in prompts]
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    for i, row in enumerate(rows):
+        if not row and not model.is_encoder_decoder:
+            if start is None:
+                raise GenerationError(f"prompt {i} is empty and the tokenizer has no start-of-text token; "
+                                      "give a prompt of at least one character")
+            row.append(start)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (start or 0)
+    width = max(len(r) for r in rows)
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+    kwargs.setdefault("pad_token_id", pad)
+    streamer = TextStreamer(tokenizer) if stream else None
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    out = generate(model, input_ids, attention_mask, streamer=streamer, generator=generator,
+                   tokenizer=tokenizer, **kwargs)
+    if streamer is not None:
+        streamer.end()
+    prompt_len = input_ids.shape[1]
+    limit = getattr(model, "decoder_context", None)
+    if kwargs.get("truncate_prompt") and limit is not None:   # generate kept the prompt's last tokens
+        prompt_len = min(prompt_len, limit - kwargs.get("max_new_tokens", 64))
+    new = out if model.is_encoder_decoder else out[:, prompt_len:]
+    eos = kwargs["eos_token_id"]
+    eos_ids = set() if eos is None else ({eos} if isinstance(eos, int) else set(eos))
+    texts = []
+    for row in new.tolist():
+        end = next((i for i, t in enumerate(row) if t in eos_ids), len(row))   # drop EOS and what follows
+        texts.append(tokenizer.decode(row[:end]))
+    return texts

@@ -97,9 +97,13 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
                           "is this a Hugging Face checkpoint folder?")
 
 
-def _resolve(path_or_id: str | os.PathLike) -> Path:
+def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
+    """The folder holding config.json: the folder itself, a run folder's checkpoint/, or a hub id's download."""
     path = Path(path_or_id).expanduser()
     if path.is_dir():
+        # A training run folder holds its latest checkpoint in checkpoint/.
+        if not (path / "config.json").exists() and (path / "checkpoint" / "config.json").exists():
+            return path / "checkpoint"
         return path
     if path.exists():
         raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds config.json")
@@ -119,10 +123,10 @@ def _resolve(path_or_id: str | os.PathLike) -> Path:
 
 
 def load_pretrained(path_or_id, task: str | None = None):
-    """Build our model from a Hugging Face (or our own, same layout) checkpoint folder."""
+    """Build our model from a Hugging Face (or our own, same layout) checkpoint folder, in eval mode."""
     from ..models import build  # interop sits above models
 
-    directory = _resolve(path_or_id)
+    directory = resolve_checkpoint(path_or_id)
     config_file = directory / "config.json"
     if not config_file.exists():
         raise CheckpointError(f"{directory}: no config.json; a checkpoint folder holds config.json and "
@@ -132,7 +136,7 @@ def load_pretrained(path_or_id, task: str | None = None):
     config, default_task = conv.config_from_hf(hf_config)
     model = build(config, task=task or default_task)
     load_state_into(model, read_state_dict(directory), conv, where=directory)
-    return model
+    return model.eval()   # as transformers' from_pretrained: ready for inference, model.train() to train
 
 
 def load_state_into(model, theirs: dict[str, torch.Tensor], conv: Converter, where) -> None:
@@ -216,3 +220,23 @@ def _task_of(model) -> str:
         if type(model) is cls:
             return task
     raise CheckpointError(f"{type(model).__name__} is not a registered model class")
+
+
+def convert_checkpoint(source, destination, dtype: str | None = None) -> Path:
+    """Read any checkpoint we can load and write it as config.json + model.safetensors (+ tokenizer).
+
+    Our own checkpoints already use the Hugging Face layout, so this turns a .bin, sharded or bare
+    base-model checkpoint (or a run folder) into one that both libraries load, optionally cast.
+    """
+    from ..tokenization import load_tokenizer
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    directory = resolve_checkpoint(source)
+    model = load_pretrained(directory)
+    if dtype is not None:
+        model = model.to(dtypes[dtype])
+    destination = Path(destination)
+    save_pretrained(model, destination)
+    if any((directory / f).exists() for f in ("tokenizer.json", "vocab.json", "encoder.json")):
+        load_tokenizer(directory).save(destination)
+    return destination

@@ -52,6 +52,7 @@ class Model(nn.Module):
     """Base class: a model is built from a `ModelConfig` and knows how to count and save itself."""
 
     config: ModelConfig
+    is_encoder_decoder = False      # generation returns decoder tokens only for encoder-decoders
     residual_projections = ("self_attn.out", "cross_attn.out", "ffn.w_2")
 
     def init_weights(self) -> None:

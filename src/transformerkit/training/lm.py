@@ -1,0 +1,68 @@
+"""Causal language modelling end to end: corpus -> tokenizer -> blocks -> model -> `train` -> sample.
+
+What `tkit train` runs; a library user calls `train_lm` the same way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import ModelConfig, get_preset
+from ..data.text import encode_corpus, load_corpus, pack_blocks
+from ..errors import ConfigError
+from ..generation import generate_text
+from ..interop import load_pretrained
+from ..models import build
+from ..tokenization import Tokenizer, char_tokenizer, load_tokenizer
+from .trainer import CHECKPOINT, TrainConfig, train
+
+
+def _tokenizer(spec: str, corpus_text: str) -> Tokenizer:
+    """'char' builds a character vocabulary from the corpus itself; anything else is load_tokenizer's."""
+    return char_tokenizer(corpus_text) if spec == "char" else load_tokenizer(spec)
+
+
+def _model(spec: str | ModelConfig, tokenizer: Tokenizer, block_size: int, overrides: dict):
+    """A fresh model from a preset or config, sized to the tokenizer, or a checkpoint to fine-tune."""
+    if isinstance(spec, str) and Path(spec).is_dir():
+        model = load_pretrained(spec)
+        if overrides:
+            raise ConfigError("model overrides (--set) apply to a preset, not to a checkpoint being fine-tuned")
+    else:
+        config = get_preset(spec) if isinstance(spec, str) else spec
+        # A row of block_size + 1 tokens gives block_size next-token predictions.
+        changes = {"vocab_size": tokenizer.vocab_size, "max_position": max(config.max_position, block_size + 1)}
+        if tokenizer.eos_token_id is not None:
+            changes.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        model = build(config.replace(**{**changes, **overrides}))
+    if model.config.vocab_size < tokenizer.vocab_size:
+        raise ConfigError(f"the model's vocabulary ({model.config.vocab_size}) is smaller than the tokenizer's "
+                          f"({tokenizer.vocab_size}); use a matching tokenizer")
+    return model
+
+
+def train_lm(model: str | ModelConfig, data: str, config: TrainConfig, tokenizer: str = "gpt2",
+             overrides: dict | None = None, resume: bool = False, sample_prompt: str | None = "\n",
+             sample_tokens: int = 200) -> dict:
+    """Train a causal LM on `data` (a catalog name such as 'shakespeare', or a text file).
+
+    model: a preset name, a ModelConfig, or a checkpoint folder to continue from (fine-tuning).
+    tokenizer: 'char', 'gpt2', or anything `load_tokenizer` accepts. With resume=True the model
+    and the tokenizer come from config.out_dir/checkpoint and training continues exactly.
+    Returns the trainer's summary plus `sample`: text generated from `sample_prompt`.
+    """
+    train_text, valid_text = load_corpus(data)
+    checkpoint = Path(config.out_dir) / CHECKPOINT
+    if resume:
+        tok = load_tokenizer(checkpoint)
+        net = load_pretrained(checkpoint)
+    else:
+        tok = _tokenizer(tokenizer, train_text + valid_text)
+        net = _model(model, tok, config.block_size, overrides or {})
+    train_blocks = pack_blocks(encode_corpus(train_text, tok), config.block_size)
+    valid_blocks = pack_blocks(encode_corpus(valid_text, tok), config.block_size)
+    summary = train(net, train_blocks, valid_blocks, config, resume=resume, tokenizer=tok)
+    summary["parameters"] = net.num_parameters()
+    if sample_prompt is not None:
+        summary["sample"] = generate_text(net, tok, sample_prompt, max_new_tokens=sample_tokens,
+                                          do_sample=True, top_k=50, seed=config.seed)[0]
+    return summary
