@@ -16,7 +16,6 @@ and the row gives block_size predictions.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -34,6 +33,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from ..config import DictMixin
 from ..errors import CheckpointError, ConfigError, DataError
 from .schedule import SCHEDULES, learning_rate
 
@@ -43,7 +43,7 @@ METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictMixin):
     max_steps: int = 1000
     batch_size: int = 32          # sequences per optimizer step, summed over all processes
     grad_accum: int = 1           # micro-batches per step on each process
@@ -80,16 +80,6 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.batch_size={self.batch_size} is not divisible by "
                               f"grad_accum={self.grad_accum}; make it a multiple")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown TrainConfig fields {sorted(unknown)}; known fields are {sorted(known)}")
-        return cls(**d)
 
 
 # ----------------------------------------------------------------------------- processes and devices
