@@ -16,8 +16,23 @@ from .errors import ConfigError
 FAMILIES = ("gpt", "bert", "transformer", "t5", "bart", "seq2seq_rnn")
 
 
+class DictMixin:
+    """to_dict / from_dict for a settings dataclass; unknown keys are an error, not silently dropped."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} fields {sorted(unknown)}; known fields are {sorted(known)}")
+        return cls(**d)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(DictMixin):
     family: str = "gpt"
     vocab_size: int = 50257
     d_model: int = 768            # C: width of the residual stream
@@ -67,17 +82,6 @@ class ModelConfig:
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown config fields {sorted(unknown)}; known fields are {sorted(known)}")
-        return cls(**d)
-
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
@@ -100,9 +104,10 @@ def _gpt3(d_model, n_layer, n_head, d_head=0) -> ModelConfig:
 
 
 PRESETS: dict[str, callable] = {
-    # GPT-1 (Radford et al. 2018): post-norm, no final norm, exact GELU, 512 context, 40,478 BPE vocab.
+    # GPT-1 (Radford et al. 2018): post-norm, no final norm, GELU (tanh form, as its code and
+    # transformers' openai-gpt), 512 context, 40,478 BPE vocab.
     "gpt1": lambda: ModelConfig(family="gpt", vocab_size=40478, d_model=768, n_layer=12, n_head=12, d_ff=3072,
-                                max_position=512, activation="gelu", norm_position="post", final_norm=False),
+                                max_position=512, activation="gelu_tanh", norm_position="post", final_norm=False),
     "gpt2": lambda: _gpt2(768, 12, 12),
     "gpt2-medium": lambda: _gpt2(1024, 24, 16),
     "gpt2-large": lambda: _gpt2(1280, 36, 20),
@@ -118,7 +123,7 @@ PRESETS: dict[str, callable] = {
     # Tiny shapes for tests and the CPU demo.
     "gpt2-tiny": lambda: _gpt2(64, 2, 4).replace(max_position=128),
     "gpt1-tiny": lambda: ModelConfig(family="gpt", vocab_size=40478, d_model=64, n_layer=2, n_head=4, d_ff=256,
-                                     max_position=128, activation="gelu", norm_position="post", final_norm=False),
+                                     max_position=128, activation="gelu_tanh", norm_position="post", final_norm=False),
 }
 
 

@@ -12,6 +12,10 @@ from .hf import Converter, register
 HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
                   "gelu": "gelu", "relu": "relu"}
 OUR_ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
+# openai-gpt's `afn` has its own table in transformers: "gelu" there is the tanh approximation
+# (gelu_new), as in the original GPT-1 code; the exact erf GELU cannot be written as an openai-gpt.
+GPT1_HF_ACTIVATIONS = {"gelu": "gelu_tanh", "relu": "relu"}
+GPT1_OUR_ACTIVATIONS = {"gelu_tanh": "gelu", "relu": "relu"}
 TASK_ARCHITECTURES = {  # their class name suffix for each of our tasks
     "lm": "LMHeadModel", "sequence-classification": "ForSequenceClassification"}
 
@@ -47,11 +51,11 @@ def _task(hf: dict, prefix: str) -> str:
                           f"{', '.join(prefix + s for s in TASK_ARCHITECTURES.values())}, {prefix}Model")
 
 
-def _activation(name: str) -> str:
+def _activation(name: str, table: dict = HF_ACTIVATIONS) -> str:
     try:
-        return HF_ACTIVATIONS[name]
+        return table[name]
     except KeyError:
-        raise CheckpointError(f"activation {name!r} is not supported; supported: {', '.join(HF_ACTIVATIONS)}") from None
+        raise CheckpointError(f"activation {name!r} is not supported; supported: {', '.join(table)}") from None
 
 
 def _labels(hf: dict) -> int:
@@ -96,7 +100,7 @@ def gpt1_config_from_hf(hf: dict) -> tuple[ModelConfig, str]:
     config = ModelConfig(
         family="gpt", vocab_size=hf.get("vocab_size", 40478), d_model=d, n_layer=hf.get("n_layer", 12),
         n_head=hf.get("n_head", 12), d_ff=4 * d, max_position=hf.get("n_positions", 512),
-        activation=_activation(hf.get("afn", "gelu")), norm_position="post", final_norm=False,
+        activation=_activation(hf.get("afn", "gelu"), GPT1_HF_ACTIVATIONS), norm_position="post", final_norm=False,
         norm_eps=hf.get("layer_norm_epsilon", 1e-5), dropout=hf.get("resid_pdrop", 0.1),
         attn_dropout=hf.get("attn_pdrop", 0.1), init_std=hf.get("initializer_range", 0.02),
         tie_embeddings=hf.get("tie_word_embeddings", True), pad_token_id=hf.get("pad_token_id"),
@@ -107,8 +111,11 @@ def gpt1_config_from_hf(hf: dict) -> tuple[ModelConfig, str]:
 def gpt1_config_to_hf(c: ModelConfig, task: str) -> dict:
     if c.d_ff != 4 * c.d_model:
         raise CheckpointError(f"openai-gpt checkpoints fix d_ff = 4 * d_model, but this model has d_ff={c.d_ff}")
+    if c.activation not in GPT1_OUR_ACTIVATIONS:
+        raise CheckpointError(f"openai-gpt checkpoints support the activations {', '.join(GPT1_OUR_ACTIVATIONS)}, "
+                              f"but this model uses {c.activation!r}")
     return {"model_type": "openai-gpt", **_common_to_hf(c, task, "OpenAIGPT"),
-            "afn": OUR_ACTIVATIONS[c.activation]}
+            "afn": GPT1_OUR_ACTIVATIONS[c.activation]}
 
 
 register(Converter(family="gpt", model_types=("gpt2",), config_from_hf=gpt2_config_from_hf,

@@ -12,8 +12,8 @@ from torch import nn
 
 ACTIVATIONS = {
     "relu": F.relu,
-    "gelu": F.gelu,                                          # exact erf form (BERT, GPT-1)
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),    # GPT-2's approximation
+    "gelu": F.gelu,                                          # exact erf form (BERT)
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),    # the tanh approximation (GPT-1, GPT-2)
 }
 
 
