@@ -144,3 +144,26 @@ def test_bad_set_value(capsys, corpus, tmp_path):
     assert main(["train", "--data", str(corpus), "--tokenizer", "char", "--set", "n_layer",
                  "--out", str(tmp_path / "r")]) == 1
     assert "FIELD=VALUE" in capsys.readouterr().err
+
+
+def test_generation_slides_past_the_context(char_checkpoint, capsys):
+    """The checkpoint's context is 64 positions; 150 new characters need the sliding window."""
+    from transformerkit.generation import generate_text
+
+    model, tok = tk.load(char_checkpoint), tk.load_tokenizer(char_checkpoint)
+    text = generate_text(model, tok, "Line 7", max_new_tokens=150)[0]
+    assert len(tok.encode(text)) == 150
+    first = generate_text(model, tok, "Line 7", max_new_tokens=40)[0]
+    assert text.startswith(first)            # the first round is plain greedy decoding
+    assert main(["generate", str(char_checkpoint), "--prompt", "Line", "--max-new-tokens", "150", "--seed", "0"]) == 0
+    assert len(capsys.readouterr().out.strip("\n")) > 100
+
+
+def test_stop_strings_cut_the_text(char_checkpoint):
+    from transformerkit.generation import generate_text
+
+    model, tok = tk.load(char_checkpoint), tk.load_tokenizer(char_checkpoint)
+    full = generate_text(model, tok, "Line", max_new_tokens=60)[0]
+    stop = full[10:12]
+    cut = generate_text(model, tok, "Line", max_new_tokens=60, stop_strings=[stop])[0]
+    assert cut.endswith(stop) and full.startswith(cut) and len(cut) <= 12 + len(stop)

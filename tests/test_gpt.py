@@ -13,6 +13,7 @@ from transformers import (GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadM
                           OpenAIGPTConfig, OpenAIGPTForSequenceClassification, OpenAIGPTLMHeadModel)
 
 import transformerkit as tk
+from transformerkit.config import ModelConfig
 from transformerkit.errors import CheckpointError
 from transformerkit.models import GPT, GPTForSequenceClassification
 
@@ -423,3 +424,10 @@ def test_unsupported_architecture(hf_gpt2, tmp_path):
     (tmp_path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="GPT2DoubleHeadsModel"):
         tk.load(tmp_path)
+
+
+def test_saving_heads_that_do_not_span_d_model_is_refused(tmp_path):
+    model = tk.build(ModelConfig(d_model=64, n_head=4, d_head=8, n_layer=1, vocab_size=50, max_position=16))
+    with pytest.raises(CheckpointError, match="n_head \\* d_head == d_model"):
+        model.save_pretrained(tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt" / "model.safetensors").exists()

@@ -481,3 +481,11 @@ def test_unknown_preset():
         tk.build("no-such-model")
     with pytest.raises(ConfigError, match="n_heads"):
         ModelConfig.from_dict({"d_model": 32, "n_heads": 4})
+
+
+def test_replace_rederives_a_derived_head_width():
+    base = ModelConfig(d_model=64, n_head=4)
+    assert base.replace(d_model=128).d_head == 32
+    assert base.replace(n_head=8).d_head == 8
+    assert ModelConfig(d_model=64, n_head=4, d_head=8).replace(d_model=128).d_head == 8   # explicit: kept
+    assert base.replace(max_position=16).d_head == 16

@@ -80,6 +80,11 @@ class ModelConfig(DictMixin):
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
 
     def replace(self, **changes) -> "ModelConfig":
+        """A copy with some fields changed. A head width that was derived from d_model / n_head is
+        derived again when either changes (else d_model=128 on a 64-wide preset keeps 16-wide heads)."""
+        if "d_head" not in changes and {"d_model", "n_head"} & changes.keys() \
+                and self.d_head == self.d_model // self.n_head:
+            changes["d_head"] = 0
         return dataclasses.replace(self, **changes)
 
     def save(self, path: str | Path) -> None:

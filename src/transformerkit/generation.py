@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import GenerationError
+from .layers.packed import packed_linears
 
 
 # --- logits processors: (sequences (N, T), scores (N, V)) -> scores -------------------------------
@@ -109,18 +110,21 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     if pad_token_id is None:
         pad_token_id = config.pad_token_id if config.pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
     input_ids, attention_mask = _fit_context(model, input_ids, attention_mask, max_new_tokens, truncate_prompt)
+    if num_beams > 1 and do_sample:
+        raise GenerationError("beam search with sampling is not supported; use num_beams=1 or do_sample=False")
     was_training = model.training
     model.eval()
     try:
-        if num_beams > 1:
-            if do_sample:
-                raise GenerationError("beam search with sampling is not supported; use num_beams=1 or do_sample=False")
-            return _beam_search(model, input_ids, attention_mask, num_beams, max_new_tokens, eos_ids,
-                                pad_token_id, length_penalty, early_stopping, repetition_penalty,
-                                no_repeat_ngram_size)
-        return _sample(model, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
-                       repetition_penalty, no_repeat_ngram_size, eos_ids, pad_token_id, stop_strings,
-                       tokenizer, streamer, generator)
+        # Every step calls every linear layer with unchanged weights: pack them once (layers/packed.py),
+        # unless the generation is too short to repay the packing.
+        with packed_linears(model, rows=input_ids.shape[0] * num_beams, enabled=max_new_tokens >= 8):
+            if num_beams > 1:
+                return _beam_search(model, input_ids, attention_mask, num_beams, max_new_tokens, eos_ids,
+                                    pad_token_id, length_penalty, early_stopping, repetition_penalty,
+                                    no_repeat_ngram_size)
+            return _sample(model, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k,
+                           top_p, repetition_penalty, no_repeat_ngram_size, eos_ids, pad_token_id, stop_strings,
+                           tokenizer, streamer, generator)
     finally:
         model.train(was_training)
 
@@ -269,11 +273,15 @@ def _beam_search(model, input_ids, attention_mask, K, max_new_tokens, eos_ids, p
     return best_seqs[:, :T0 + int(best_lens.max())]
 
 
-def generate_text(model, tokenizer, prompts: str | list[str], *, stream: bool = False, seed: int | None = None,
+def generate_text(model, tokenizer, prompts: str | list[str], *, max_new_tokens: int = 64, stream: bool = False,
+                  seed: int | None = None, truncate_prompt: bool = False, stop_strings: list[str] | None = None,
                   **kwargs) -> list[str]:
     """Text in, text out: encode the prompts (left-padded as a batch), `generate`, decode the new part.
 
-    stream=True prints the first row's text as it is generated. `kwargs` go to `generate`;
+    A decoder-only model writes past its context by sliding a window: once prompt + text fill the
+    context, it continues from the last half of it (the KV cache is rebuilt; positions restart),
+    as nanoGPT does. A prompt that alone fills the context is an error unless truncate_prompt.
+    stream=True prints the first row's text as it is generated. Other `kwargs` go to `generate`;
     eos_token_id defaults to the tokenizer's, so generation stops at its end-of-text token.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -285,30 +293,51 @@ def generate_text(model, tokenizer, prompts: str | list[str], *, stream: bool = 
                 raise GenerationError(f"prompt {i} is empty and the tokenizer has no start-of-text token; "
                                       "give a prompt of at least one character")
             row.append(start)
+    limit = None if model.is_encoder_decoder else getattr(model, "decoder_context", None)
+    if limit is not None and max(len(r) for r in rows) >= limit:
+        if not truncate_prompt:
+            raise GenerationError(f"a prompt of {max(len(r) for r in rows)} tokens exceeds the model's context of "
+                                  f"{limit} tokens; shorten it, or truncate it (truncate_prompt=True / --truncate "
+                                  "keeps its last tokens)")
+        rows = [r[-(limit // 2):] for r in rows]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (start or 0)
-    width = max(len(r) for r in rows)
-    device = next(model.parameters()).device
-    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-    kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+    eos = kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+    eos_ids = set() if eos is None else ({eos} if isinstance(eos, int) else set(eos))
     kwargs.setdefault("pad_token_id", pad)
+    device = next(model.parameters()).device
     streamer = TextStreamer(tokenizer) if stream else None
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
-    out = generate(model, input_ids, attention_mask, streamer=streamer, generator=generator,
-                   tokenizer=tokenizer, **kwargs)
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+
+    new: list[list[int]] = [[] for _ in rows]
+    done = [False] * len(rows)
+    remaining = max_new_tokens
+    while remaining > 0 and not all(done):
+        active = [i for i, d in enumerate(done) if not d]
+        contexts = [rows[i] + new[i] for i in active]
+        step = remaining
+        if limit is not None:   # keep the context's last part, leaving room for this round's tokens
+            longest = min(max(len(c) for c in contexts), limit - min(remaining, limit // 2))
+            contexts = [c[-longest:] for c in contexts]
+            step = min(remaining, limit - longest)
+        width = max(len(c) for c in contexts)
+        input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=device)
+        attention_mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=device)
+        out = generate(model, input_ids, attention_mask, max_new_tokens=step, generator=generator,
+                       streamer=streamer if active[0] == 0 else None, stop_strings=stop_strings,
+                       tokenizer=tokenizer, **kwargs)
+        generated = out[:, 1:] if model.is_encoder_decoder else out[:, width:]   # drop the start / the prompt
+        for i, row in zip(active, generated.tolist()):
+            end = next((j for j, t in enumerate(row) if t in eos_ids), len(row))
+            new[i] += row[:end]
+            stopped = stop_strings and any(s in tokenizer.decode(new[i]) for s in stop_strings)
+            done[i] = end < len(row) or len(row) < step or bool(stopped) or model.is_encoder_decoder
+        remaining -= step
     if streamer is not None:
         streamer.end()
-    prompt_len = input_ids.shape[1]
-    limit = getattr(model, "decoder_context", None)
-    if kwargs.get("truncate_prompt") and limit is not None:   # generate kept the prompt's last tokens
-        prompt_len = min(prompt_len, limit - kwargs.get("max_new_tokens", 64))
-    new = out if model.is_encoder_decoder else out[:, prompt_len:]
-    eos = kwargs["eos_token_id"]
-    eos_ids = set() if eos is None else ({eos} if isinstance(eos, int) else set(eos))
-    texts = []
-    for row in new.tolist():
-        end = next((i for i, t in enumerate(row) if t in eos_ids), len(row))   # drop EOS and what follows
-        texts.append(tokenizer.decode(row[:end]))
-    return texts
+    return [_cut_at_stop(tokenizer.decode(ids), stop_strings) for ids in new]
+
+
+def _cut_at_stop(text: str, stop_strings: list[str] | None) -> str:
+    """Text up to and including the first stop string (what follows is padding of a finished row)."""
+    ends = [text.index(s) + len(s) for s in stop_strings or [] if s in text]
+    return text[:min(ends)] if ends else text

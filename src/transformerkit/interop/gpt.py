@@ -63,6 +63,9 @@ def _labels(hf: dict) -> int:
 
 
 def _common_to_hf(c: ModelConfig, task: str, prefix: str) -> dict:
+    if c.n_head * c.d_head != c.d_model:
+        raise CheckpointError(f"GPT checkpoints need n_head * d_head == d_model, but this model has "
+                              f"{c.n_head} x {c.d_head} != {c.d_model}")
     return {"architectures": [prefix + TASK_ARCHITECTURES[task]], "vocab_size": c.vocab_size,
             "n_positions": c.max_position, "n_embd": c.d_model, "n_layer": c.n_layer, "n_head": c.n_head,
             "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.attn_dropout,
