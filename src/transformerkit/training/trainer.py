@@ -172,7 +172,9 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     params = [p for p in model.parameters() if p.requires_grad]   # tied weights appear once
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=device.type == "cuda")
+    # The fused kernel (CUDA, and CPU since torch 2.4) is one pass over each tensor instead of a
+    # loop of small ops: 5x faster than the default for GPT-2 124M on 2 CPU cores (docs/benchmarks.md).
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=device.type in ("cuda", "cpu"))
 
 
 @torch.no_grad()
