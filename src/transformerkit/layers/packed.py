@@ -2,11 +2,11 @@
 
 `F.linear` on a CPU hands its weight to oneDNN (bf16) or MKL (fp32) afresh at every call. For bf16,
 oneDNN re-lays the weight out into its blocked format at every call; for fp32 with a few rows (the
-batch of a decoding step), MKL's kernel on an (out, in) weight is up to 2.6x slower than oneDNN's on a
-packed one (measured on GPT-2's shapes with 8 rows, 2-core Xeon; see docs/benchmarks.md). Decoding calls every linear layer once per token
-with weights that do not change, so `packed_linears` lays each weight out once, in oneDNN's layout
-(the packing `torch.compile`'s CPU backend uses for frozen weights), and routes the layer through the
-packed kernel until the block exits.
+batch of a decoding step), MKL's kernel on an (out, in) weight is up to 2.6x slower than oneDNN's on
+a packed one (measured on GPT-2's shapes with 8 rows, 2-core Xeon; see docs/benchmarks.md).
+Decoding calls every linear layer once per token with weights that do not change, so
+`packed_linears` lays each weight out once, in oneDNN's layout (the packing `torch.compile`'s CPU
+backend uses for frozen weights), and routes the layer through the packed kernel until the block exits.
 
 Results: bf16 outputs are the same bits as `F.linear` on contiguous inputs (the same oneDNN kernel,
 minus the per-call re-layout); fp32 outputs differ from MKL's only by float rounding (about 1e-6

@@ -30,9 +30,8 @@ def _model(spec: str | ModelConfig, tokenizer: Tokenizer, block_size: int, overr
     else:
         config = get_preset(spec) if isinstance(spec, str) else spec
         # A row of block_size + 1 tokens gives block_size next-token predictions.
-        changes = {"vocab_size": tokenizer.vocab_size, "max_position": max(config.max_position, block_size + 1)}
-        if tokenizer.eos_token_id is not None:
-            changes.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        changes = {"vocab_size": tokenizer.vocab_size, "max_position": max(config.max_position, block_size + 1),
+                   "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
         model = build(config.replace(**{**changes, **overrides}))
     if model.config.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"the model's vocabulary ({model.config.vocab_size}) is smaller than the tokenizer's "
