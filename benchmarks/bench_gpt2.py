@@ -99,32 +99,39 @@ def measure_limits(quick: bool) -> dict:
     """Memory bandwidth and matmul FLOP/s with the same torch build and thread count as the models."""
     n = 3 if quick else 5
     limits = {}
-    # Streams far larger than any cache (this VM reports a 480 MiB L3): 1 GiB each.
-    a = torch.ones(256 * 2**20)                                     # 1 GiB fp32
+    limits.update(_stream_bandwidth(n))
+    limits.update(_gemv_bandwidth(n))
+    limits["memory_GBps"] = max(limits["copy_GBps"], limits["read_GBps"], limits["gemv_fp32_GBps"])
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        limits[f"matmul_{name}_GFLOPs"] = _matmul_flops(dtype, n + 2)
+    return limits
+
+
+def _stream_bandwidth(n: int) -> dict:
+    """Streams far larger than any cache (this VM reports a 480 MiB L3): 1 GiB each."""
+    a = torch.ones(256 * 2**20)                                      # 1 GiB fp32
     b = torch.empty_like(a)
-    t = best_of(lambda: b.copy_(a), n)
-    limits["copy_GBps"] = 2 * a.numel() * 4 / t / 1e9                  # bytes read + bytes written
-    t = best_of(lambda: a.sum(), n)
-    limits["read_GBps"] = a.numel() * 4 / t / 1e9
-    del a, b
-    # A GEMV over a 1 GiB fp32 matrix: how fast a matrix-vector product can stream weights.
+    copy_s = best_of(lambda: b.copy_(a), n)
+    read_s = best_of(lambda: a.sum(), n)
+    return {"copy_GBps": 2 * a.numel() * 4 / copy_s / 1e9,          # bytes read + bytes written
+            "read_GBps": a.numel() * 4 / read_s / 1e9}
+
+
+def _gemv_bandwidth(n: int) -> dict:
+    """A matrix-vector product over a 1 GiB fp32 matrix (and its bf16 copy): how fast weights stream."""
     W = torch.randn(16384, 16384)                                    # 1 GiB fp32, (out, in)
     x = torch.randn(1, 16384)
-    t = best_of(lambda: torch.nn.functional.linear(x, W), n)
-    limits["gemv_fp32_GBps"] = W.numel() * 4 / t / 1e9
-    Wb = W.bfloat16()
-    del W
-    t = best_of(lambda: torch.nn.functional.linear(x.bfloat16(), Wb), n)
-    limits["gemv_bf16_GBps"] = Wb.numel() * 2 / t / 1e9
-    del Wb
-    limits["memory_GBps"] = max(limits["copy_GBps"], limits["read_GBps"], limits["gemv_fp32_GBps"])
-    # Matmul FLOP/s: a 2048^3 product, as the training step's big GEMMs.
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        A = torch.randn(2048, 2048).to(dtype)
-        B = torch.randn(2048, 2048).to(dtype)
-        t = best_of(lambda: A @ B, n + 2)
-        limits[f"matmul_{name}_GFLOPs"] = 2 * 2048**3 / t / 1e9
-    return limits
+    fp32_s = best_of(lambda: torch.nn.functional.linear(x, W), n)
+    Wb, xb = W.bfloat16(), x.bfloat16()
+    bf16_s = best_of(lambda: torch.nn.functional.linear(xb, Wb), n)
+    return {"gemv_fp32_GBps": W.numel() * 4 / fp32_s / 1e9, "gemv_bf16_GBps": Wb.numel() * 2 / bf16_s / 1e9}
+
+
+def _matmul_flops(dtype: torch.dtype, n: int) -> float:
+    """GFLOP/s of a 2048^3 product, the size of the training step's big GEMMs."""
+    A = torch.randn(2048, 2048).to(dtype)
+    B = torch.randn(2048, 2048).to(dtype)
+    return 2 * 2048**3 / best_of(lambda: A @ B, n) / 1e9
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -218,7 +225,8 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="fewer tokens and repeats (about 2 minutes)")
     p.add_argument("--out", help="write all numbers to this JSON file")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 5 for generation and 7 for training, quick 3)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed repeats per case (default 5 for generation and 7 for training; quick 3)")
     p.add_argument("--no-pack", action="store_true",
                    help="generate without pre-packed linear weights (layers/packed.py), to see what packing gains")
     args = p.parse_args(argv)
@@ -243,8 +251,8 @@ def main(argv=None) -> dict:
         "machine": platform.processor() or platform.machine(),
         "cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-        "others_cpu_use_start": others_cpu_use(), "load_average_start": os.getloadavg(), "quick": quick, "repeats": repeats,
-        "train_repeats": train_repeats, "warmup": warmup,
+        "others_cpu_use_start": others_cpu_use(), "load_average_start": os.getloadavg(),
+        "quick": quick, "repeats": repeats, "train_repeats": train_repeats, "warmup": warmup,
         "new_tokens": new_tokens, "prompt_len": PROMPT_LEN, "train_batch": [train_batch, train_seq],
         "packed_linears": not args.no_pack,
     }
@@ -266,7 +274,8 @@ def main(argv=None) -> dict:
     failures = []
     if parity["logits_max_abs_diff"] > 1e-4:
         failures.append(f"fp32 logits differ from transformers by {parity['logits_max_abs_diff']:.1e} > 1e-4")
-    print(f"parity fp32: logits max |diff| {parity['logits_max_abs_diff']:.2e}, loss |diff| {parity['loss_abs_diff']:.2e}")
+    print(f"parity fp32: logits max |diff| {parity['logits_max_abs_diff']:.2e}, "
+          f"loss |diff| {parity['loss_abs_diff']:.2e}")
     n_params = ours.num_parameters()
     n_matmul = n_params - ours.transformer.wpe.weight.numel()   # every weight but the position table is a matmul's
     cfg = ours.config
@@ -320,7 +329,8 @@ def main(argv=None) -> dict:
     info["load_average_end"] = os.getloadavg()
     info["others_cpu_use_end"] = others_cpu_use()
     info["wall_s"] = time.time() - started
-    report = {"info": info, "limits": limits, "limits_start": limits_start, "limits_end": limits_end, "parity": parity, "n_params": n_params, "n_matmul_params": n_matmul,
+    report = {"info": info, "limits": limits, "limits_start": limits_start, "limits_end": limits_end,
+              "parity": parity, "n_params": n_params, "n_matmul_params": n_matmul,
               "train_flops_per_token": flops_per_token, "results": rows, "failures": failures}
     print()
     print(table(report))
@@ -364,7 +374,8 @@ def _print_row(r) -> None:
 
 def table(report) -> str:
     """The results as a Markdown table."""
-    lines = ["| case | dtype | ours: median (min-max, MAD) | transformers: median (min-max, MAD) | ratio (>1: ours faster) | target | limit |",
+    lines = ["| case | dtype | ours: median (min-max, MAD) | transformers: median (min-max, MAD) "
+             "| ratio (>1: ours faster) | target | limit |",
              "|---|---|---|---|---|---|---|"]
     lim = report["limits"]
     for r in report["results"]:
@@ -386,7 +397,8 @@ def table(report) -> str:
         else:
             limit = (f"{r['ours_GFLOPs']:.0f} GFLOP/s = {r['ours_frac_of_matmul_limit']:.0%} of "
                      f"{lim['matmul_' + r['dtype'] + '_GFLOPs']:.0f}")
-        name = r["case"] + (f" ({r['new_tokens'] // r['batch']} new)" if gen else f" ({r['batch']}x{r['tokens'] // r['batch']})")
+        name = r["case"] + (f" ({r['new_tokens'] // r['batch']} new)" if gen
+                            else f" ({r['batch']}x{r['tokens'] // r['batch']})")
         eq = "" if not gen else ("; tokens equal" if r["tokens_equal"] else
                                  f"; tokens {r['tokens_agree_frac']:.0%} equal")
         lines.append(f"| {name} | {r['dtype']} | {cells[0]} | {cells[1]} | {r['ratio']:.2f} "
