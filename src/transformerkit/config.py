@@ -61,6 +61,7 @@ class ModelConfig(DictMixin):
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     num_labels: int = 2           # classification heads
+    label_names: list = field(default_factory=list)  # one name per label (saved as id2label); [] = LABEL_i
     extra: dict = field(default_factory=dict)  # family-specific settings with no shared meaning
 
     def __post_init__(self):
@@ -130,6 +131,23 @@ PRESETS: dict[str, callable] = {
     "gpt1-tiny": lambda: ModelConfig(family="gpt", vocab_size=40478, d_model=64, n_layer=2, n_head=4, d_ff=256,
                                      max_position=128, activation="gelu_tanh", norm_position="post", final_norm=False),
 }
+
+
+def _bert(d_model, n_layer, n_head, **kw) -> ModelConfig:
+    """BERT (Devlin et al. 2019, §3): post-norm encoder, exact GELU, LayerNorm eps 1e-12, 512 positions,
+    2 segments, the 30,522-token uncased WordPiece vocabulary, [PAD] = 0."""
+    return ModelConfig(family="bert", vocab_size=30522, d_model=d_model, n_layer=n_layer, n_head=n_head,
+                       d_ff=4 * d_model, max_position=512, activation="gelu", norm_position="post",
+                       norm_eps=1e-12, final_norm=False, pad_token_id=0, extra={"type_vocab_size": 2}, **kw)
+
+
+PRESETS.update({
+    "bert-base": lambda: _bert(768, 12, 12),
+    "bert-large": lambda: _bert(1024, 24, 16),
+    # all-MiniLM-L6-v2's shape (the minilm-l6 asset): 384 wide, 6 layers, 12 heads of 32.
+    "minilm-l6": lambda: _bert(384, 6, 12),
+    "bert-tiny": lambda: _bert(64, 2, 4).replace(max_position=128),
+})
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
-from .hf import Converter, register
+from .hf import Converter, labels_from_hf, labels_to_hf, register
 
 HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
                   "gelu": "gelu", "relu": "relu"}
@@ -58,10 +58,6 @@ def _activation(name: str, table: dict = HF_ACTIVATIONS) -> str:
         raise CheckpointError(f"activation {name!r} is not supported; supported: {', '.join(table)}") from None
 
 
-def _labels(hf: dict) -> int:
-    return len(hf["id2label"]) if "id2label" in hf else hf.get("num_labels", 2)
-
-
 def _common_to_hf(c: ModelConfig, task: str, prefix: str) -> dict:
     if c.n_head * c.d_head != c.d_model:
         raise CheckpointError(f"GPT checkpoints need n_head * d_head == d_model, but this model has "
@@ -70,9 +66,7 @@ def _common_to_hf(c: ModelConfig, task: str, prefix: str) -> dict:
             "n_positions": c.max_position, "n_embd": c.d_model, "n_layer": c.n_layer, "n_head": c.n_head,
             "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.attn_dropout,
             "layer_norm_epsilon": c.norm_eps, "initializer_range": c.init_std,
-            "tie_word_embeddings": c.tie_embeddings, "pad_token_id": c.pad_token_id,
-            "id2label": {str(i): f"LABEL_{i}" for i in range(c.num_labels)},
-            "label2id": {f"LABEL_{i}": i for i in range(c.num_labels)}}
+            "tie_word_embeddings": c.tie_embeddings, "pad_token_id": c.pad_token_id, **labels_to_hf(c)}
 
 
 def gpt2_config_from_hf(hf: dict) -> tuple[ModelConfig, str]:
@@ -88,7 +82,7 @@ def gpt2_config_from_hf(hf: dict) -> tuple[ModelConfig, str]:
         attn_dropout=hf.get("attn_pdrop", 0.1), init_std=hf.get("initializer_range", 0.02),
         tie_embeddings=hf.get("tie_word_embeddings", True), pad_token_id=hf.get("pad_token_id"),
         bos_token_id=hf.get("bos_token_id", 50256), eos_token_id=hf.get("eos_token_id", 50256),
-        num_labels=_labels(hf))
+        **labels_from_hf(hf))
     return config, _task(hf, "GPT2")
 
 
@@ -107,7 +101,7 @@ def gpt1_config_from_hf(hf: dict) -> tuple[ModelConfig, str]:
         norm_eps=hf.get("layer_norm_epsilon", 1e-5), dropout=hf.get("resid_pdrop", 0.1),
         attn_dropout=hf.get("attn_pdrop", 0.1), init_std=hf.get("initializer_range", 0.02),
         tie_embeddings=hf.get("tie_word_embeddings", True), pad_token_id=hf.get("pad_token_id"),
-        num_labels=_labels(hf))
+        **labels_from_hf(hf))
     return config, _task(hf, "OpenAIGPT")
 
 

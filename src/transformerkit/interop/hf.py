@@ -31,7 +31,9 @@ class Converter:
     """How one family's Hugging Face checkpoints map onto ours.
 
     rename: list of (our_regex, their_template) pairs applied to full tensor names; the first
-        match wins and the regex groups fill the template.
+        match wins and the regex groups fill the template. A tuple of templates means our one
+        tensor is theirs several, stacked along dim 0 (our fused Q, K, V projection vs BERT's
+        separate query, key, value).
     transposed: their names (regexes) stored as (in, out) -- GPT's Conv1D -- that we keep as (out, in).
     body_prefix: the prefix of the body's names in a checkpoint with a head ("transformer."); a bare
         base model's checkpoint has the same names without it, and loads too.
@@ -44,14 +46,20 @@ class Converter:
     transposed: tuple[str, ...] = ()
     body_prefix: str = ""
     accepts: Callable[[ModelConfig], bool] = lambda config: True   # which of a family's configs it writes
+    ignored: tuple[str, ...] = ()     # their names (regexes) that hold no weights of ours (copies, buffers)
+    base_task: str | None = None      # our task whose checkpoint is their bare base model (names unprefixed)
 
-    def to_theirs(self, name: str, config: ModelConfig) -> str | None:
+    def to_theirs(self, name: str, config: ModelConfig) -> list[str]:
+        """Their name(s) for our tensor `name`: one, or several stacked along dim 0."""
         for ours, theirs in self.rename:
             m = re.fullmatch(ours, name)
             if m:
-                return m.expand(theirs)
+                return [m.expand(t) for t in theirs] if isinstance(theirs, tuple) else [m.expand(theirs)]
         raise CheckpointError(f"no Hugging Face name for tensor {name!r}; the converter for "
                               f"{self.model_types[0]} needs a rule for it")
+
+    def is_ignored(self, their_name: str) -> bool:
+        return their_name.endswith(IGNORED_SUFFIXES) or any(re.fullmatch(p, their_name) for p in self.ignored)
 
     def is_transposed(self, their_name: str) -> bool:
         return any(re.fullmatch(p, their_name) for p in self.transposed)
@@ -122,8 +130,13 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
                               f"({type(e).__name__}); pass a local checkpoint folder") from None
 
 
-def load_pretrained(path_or_id, task: str | None = None):
-    """Build our model from a Hugging Face (or our own, same layout) checkpoint folder, in eval mode."""
+def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = False, **overrides):
+    """Build our model from a Hugging Face (or our own, same layout) checkpoint folder, in eval mode.
+
+    task: another head than the checkpoint's own (e.g. "sequence-classification" on a bare BertModel);
+    fresh_head: start that head from random weights where the checkpoint has none that fits;
+    overrides: config fields to change first (num_labels=5, label_names=[...], dropout=0.0).
+    """
     from ..models import build  # interop sits above models
 
     directory = resolve_checkpoint(path_or_id)
@@ -134,38 +147,65 @@ def load_pretrained(path_or_id, task: str | None = None):
     hf_config = json.loads(config_file.read_text())
     conv = _converter_for(hf_config.get("model_type"), config_file)
     config, default_task = conv.config_from_hf(hf_config)
-    model = build(config, task=task or default_task)
-    load_state_into(model, read_state_dict(directory), conv, where=directory)
+    model = build(config.replace(**overrides) if overrides else config, task=task or default_task)
+    load_state_into(model, read_state_dict(directory), conv, where=directory, fresh_head=fresh_head,
+                    other_task=task not in (None, default_task))
     return model.eval()   # as transformers' from_pretrained: ready for inference, model.train() to train
 
 
-def load_state_into(model, theirs: dict[str, torch.Tensor], conv: Converter, where) -> None:
-    """Copy a Hugging Face state dict into our model, checking every tensor's name and shape."""
-    theirs = {k: v for k, v in theirs.items() if not k.endswith(IGNORED_SUFFIXES)}
-    ours = model.state_dict()
-    tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - \
-        {name for name, p in model.named_parameters()}   # second names of tied weights
-    new_state, missing, misshaped, used = {}, [], [], set()
-    for name, tensor in ours.items():
+def _tied_names(model) -> set[str]:
+    """Second names of tied weights (the MLM decoder that is the token embedding): saved once."""
+    return {name for name, _ in model.named_parameters(remove_duplicate=False)} - \
+        {name for name, _ in model.named_parameters()}
+
+
+def _find(theirs: dict, their_name: str, conv: Converter) -> str | None:
+    """`their_name` as the checkpoint spells it: with the head model's body prefix, or without
+    (a bare base model's checkpoint)."""
+    candidates = [their_name]
+    if conv.body_prefix and their_name.startswith(conv.body_prefix):
+        candidates.append(their_name[len(conv.body_prefix):])
+    return next((c for c in candidates if c in theirs), None)
+
+
+def load_state_into(model, theirs: dict[str, torch.Tensor], conv: Converter, where,
+                    fresh_head: bool = False, other_task: bool = False) -> list[str]:
+    """Copy a Hugging Face state dict into our model, checking every tensor's name and shape.
+
+    fresh_head: a head tensor (under the model's `head_modules`) that the checkpoint lacks or
+    holds in another shape stays as initialised: a pretrained body under a new head.
+    other_task: the checkpoint was saved for another task, so tensors of its head that this
+    model has no place for are left out instead of being an error.
+    Returns our names of the tensors left freshly initialised.
+    """
+    theirs = {k: v for k, v in theirs.items() if not conv.is_ignored(k)}
+    tied = _tied_names(model)
+    head = tuple(getattr(model, "head_modules", ()))
+    new_state, missing, misshaped, used, fresh, not_fitting = {}, [], [], set(), [], []
+    for name, tensor in model.state_dict().items():
         if name in tied:
             continue
-        their_name = conv.to_theirs(name, model.config)
-        candidates = [their_name] + ([their_name[len(conv.body_prefix):]] if conv.body_prefix and
-                                     their_name.startswith(conv.body_prefix) else [])
-        found = next((c for c in candidates if c in theirs), None)
-        if found is None:
-            missing.append(their_name)
-            continue
-        value = theirs[found]
-        if conv.is_transposed(their_name):
-            value = value.t()
-        if value.shape != tensor.shape:
-            misshaped.append(f"{found}: checkpoint {tuple(value.shape)} vs model {tuple(tensor.shape)}")
-            continue
-        new_state[name] = value.to(tensor.dtype)
-        used.add(found)
-    tied_their_names = {conv.to_theirs(n, model.config) for n in tied}
-    unexpected = sorted(set(theirs) - used - tied_their_names)
+        their_names = conv.to_theirs(name, model.config)
+        found = [_find(theirs, t, conv) for t in their_names]
+        problem = None
+        if None in found:
+            problem = ("missing", ", ".join(t for t, f in zip(their_names, found) if f is None))
+        else:
+            parts = [theirs[f].t() if conv.is_transposed(t) else theirs[f] for t, f in zip(their_names, found)]
+            value = torch.cat(parts) if len(parts) > 1 else parts[0]
+            if value.shape != tensor.shape:
+                shapes = " + ".join(str(tuple(p.shape)) for p in parts)
+                problem = ("misshaped", f"{' + '.join(found)}: checkpoint {shapes} vs model {tuple(tensor.shape)}")
+        used.update(f for f in found if f is not None)
+        if problem is None:
+            new_state[name] = value.to(tensor.dtype)
+        elif fresh_head and head and name.startswith(head):
+            fresh.append(name)
+        else:
+            (missing if problem[0] == "missing" else misshaped).append(problem[1])
+            not_fitting.append(name)
+    tied_their_names = {t for n in tied for t in conv.to_theirs(n, model.config)}
+    unexpected = [] if other_task else sorted(set(theirs) - used - tied_their_names)
     problems = []
     if missing:
         problems.append(f"missing tensors: {', '.join(missing)}")
@@ -174,9 +214,14 @@ def load_state_into(model, theirs: dict[str, torch.Tensor], conv: Converter, whe
     if misshaped:
         problems.append(f"mis-shaped tensors: {'; '.join(misshaped)}")
     if problems:
+        advice = ""
+        if head and not_fitting and all(n.startswith(head) for n in not_fitting):
+            advice = (f" -- only the {type(model).__name__} head ({', '.join(p.rstrip('.') for p in head)}) "
+                      "does not fit: load with fresh_head=True (tkit: --fresh-head) to start it from random weights")
         raise CheckpointError(f"{where}: the checkpoint does not fit a {type(model).__name__} with this config -- "
-                              + " | ".join(problems))
+                              + " | ".join(problems) + advice)
     model.load_state_dict(new_state, strict=False)
+    return fresh
 
 
 def save_pretrained(model, directory) -> None:
@@ -190,17 +235,16 @@ def save_pretrained(model, directory) -> None:
                 None)
     if conv is None:
         raise CheckpointError(f"no Hugging Face converter for model family {model.config.family!r}")
-    tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - \
-        {name for name, _ in model.named_parameters()}
+    tied = _tied_names(model)
     theirs = {}
     for name, tensor in model.state_dict().items():
         if name in tied:
             continue
-        their_name = conv.to_theirs(name, model.config)
-        value = tensor.detach()
-        if conv.is_transposed(their_name):
-            value = value.t()
-        theirs[their_name] = value.contiguous().cpu()
+        their_names = conv.to_theirs(name, model.config)
+        if task == conv.base_task:
+            their_names = [t.removeprefix(conv.body_prefix) for t in their_names]
+        for their_name, value in zip(their_names, tensor.detach().chunk(len(their_names))):
+            theirs[their_name] = (value.t() if conv.is_transposed(their_name) else value).contiguous().cpu()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=directory))
@@ -211,6 +255,21 @@ def save_pretrained(model, directory) -> None:
             os.replace(tmp / name, directory / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def labels_to_hf(config: ModelConfig) -> dict:
+    """id2label / label2id for a config: the label names when it has them, else LABEL_i."""
+    names = config.label_names or [f"LABEL_{i}" for i in range(config.num_labels)]
+    return {"id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)}}
+
+
+def labels_from_hf(hf: dict) -> dict:
+    """num_labels and label_names from a Hugging Face config (names only when not the LABEL_i default)."""
+    if "id2label" not in hf:
+        return {"num_labels": hf.get("num_labels", 2)}
+    names = [hf["id2label"][k] for k in sorted(hf["id2label"], key=int)]
+    default = [f"LABEL_{i}" for i in range(len(names))]
+    return {"num_labels": len(names), "label_names": [] if names == default else names}
 
 
 def _task_of(model) -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 from ..config import ModelConfig, get_preset
 from ..errors import ConfigError
 from .base import DecodeState, Model, ModelOutput, causal_lm_loss
+from .bert import BERT_TASKS
 from .gpt import GPT, GPTForSequenceClassification
 
 MODELS: dict[tuple[str, str], type[Model]] = {
     ("gpt", "lm"): GPT,
     ("gpt", "sequence-classification"): GPTForSequenceClassification,
+    **{("bert", task): cls for task, cls in BERT_TASKS.items()},
 }
 
 

@@ -378,29 +378,34 @@ def _restore(state: dict, optimizer, config: TrainConfig, ddp: Distributed, devi
 
 def train(model, train_blocks: torch.Tensor, valid_blocks: torch.Tensor | None, config: TrainConfig,
           resume: bool = False, tokenizer=None, extra_files: dict | None = None,
-          make_batch: Callable[[torch.Tensor], dict] | None = None) -> dict:
+          make_batch: Callable[[torch.Tensor], dict] | None = None,
+          make_valid_batch: Callable[[torch.Tensor], dict] | None = None) -> dict:
     """Train `model` on rows of `train_blocks` for config.max_steps optimizer steps.
 
     train_blocks / valid_blocks: (N, block_size + 1) token ids for the default causal-LM
     `make_batch`; valid_blocks may be None (no validation). resume: continue from
     config.out_dir/checkpoint. tokenizer (anything with .save(dir)) and extra_files
-    ({file name: str or bytes}) are written into every checkpoint. Returns a summary dict.
+    ({file name: str or bytes}) are written into every checkpoint. make_valid_batch (default
+    make_batch) must be deterministic, e.g. masked-LM validation with fixed masks, so validation
+    losses compare across steps and validating draws nothing from the training run's RNG.
+    Returns a summary dict.
     Under torchrun, call it in every process; only rank 0 writes files.
     """
     ddp, device = setup(config.device)
     try:
         return _train(model, train_blocks, valid_blocks, config, resume, tokenizer, extra_files, make_batch,
-                      ddp, device)
+                      make_valid_batch, ddp, device)
     finally:
         if ddp.owns_group:
             dist.destroy_process_group()
 
 
 def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, tokenizer, extra_files, make_batch,
-           ddp: Distributed, device: torch.device) -> dict:
+           make_valid_batch, ddp: Distributed, device: torch.device) -> dict:
     out_dir = Path(config.out_dir)
     _check_inputs(model, train_blocks, valid_blocks, config, extra_files, make_batch is None, ddp.world_size)
     make_batch = make_batch or causal_lm_batch
+    make_valid_batch = make_valid_batch or make_batch
     per_rank = config.batch_size // ddp.world_size
     micro = per_rank // config.grad_accum
     _prepare_out_dir(out_dir, resume, ddp)
@@ -447,7 +452,7 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
     def validate() -> None:
         if valid_blocks is None or (run.val_history and run.val_history[-1][0] == run.step):
             return
-        val = evaluate(net, valid_blocks, config, micro, make_batch, autocast, ddp, device)
+        val = evaluate(net, valid_blocks, config, micro, make_valid_batch, autocast, ddp, device)
         run.val_history.append([run.step, val])
         if ddp.is_main:
             _log(out_dir, {"step": run.step, "val_loss": val, "elapsed": run.elapsed()})

@@ -1,0 +1,341 @@
+"""BERT (Devlin et al. 2019): a stack of post-norm encoder blocks read in both directions,
+and the heads that pretrain and fine-tune it.
+
+    input = token embedding + position embedding + segment embedding       (§3, Figure 2)
+    h     = EncoderBlock^L(LayerNorm(input))                              post-norm, GELU (§3)
+    pooled = tanh(W h[CLS] + b)                                            the [CLS] summary
+
+Pretraining (§3.1) predicts masked tokens (MLM head, decoder tied to the token embeddings) and
+whether segment B follows segment A (NSP head on the pooled [CLS]). Fine-tuning (§4) puts one
+linear layer on the pooled [CLS] (sequence classification, multiple choice), on every token
+(token classification), or on every token twice (start / end of an answer span, extractive QA).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..layers import EncoderBlock, build_attention_mask, make_norm
+from ..layers.feedforward import activation_fn
+from .base import Model, ModelOutput
+
+
+@dataclass
+class BertOutput(ModelOutput):
+    pooler_output: torch.Tensor | None = None            # (B, C): tanh(W h[CLS] + b)
+    seq_relationship_logits: torch.Tensor | None = None  # (B, 2): NSP, 0 = "B follows A"
+    start_logits: torch.Tensor | None = None             # (B, T): extractive QA
+    end_logits: torch.Tensor | None = None
+
+
+class BertEmbeddings(nn.Module):
+    """Token + learned position + segment embeddings, then LayerNorm and dropout (Figure 2)."""
+
+    def __init__(self, config):
+        super().__init__()
+        C = config.d_model
+        self.word_embeddings = nn.Embedding(config.vocab_size, C, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position, C)
+        self.token_type_embeddings = nn.Embedding(config.extra.get("type_vocab_size", 2), C)
+        self.norm = make_norm(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, input_ids, token_type_ids=None, position_ids=None):
+        B, T = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device)[None]            # (1, T)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)  # (B, T, C)
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]      # every token in segment A
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.norm(x))
+
+
+class BertBody(nn.Module):
+    """Embeddings, encoder blocks and (optionally) the pooler: ids (B, T) -> states (B, T, C)."""
+
+    def __init__(self, config, pooler: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = nn.ModuleList(EncoderBlock(config, i) for i in range(config.n_layer))
+        self.pooler = nn.Linear(config.d_model, config.d_model) if pooler else None
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                need_weights: bool = False):
+        """attention_mask: (B, T), 1 for real tokens, 0 for [PAD] (never attended to)."""
+        B, T = input_ids.shape
+        if T > self.config.max_position:
+            raise ConfigError(f"{T} tokens do not fit the model's {self.config.max_position} positions; "
+                              f"truncate the input to max_length={self.config.max_position}")
+        x = self.embeddings(input_ids, token_type_ids, position_ids)                  # (B, T, C)
+        # No padding anywhere: no mask at all, the fused kernel's fastest path.
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None
+        mask, _ = build_attention_mask(T, T, key_padding=attention_mask, device=input_ids.device)
+        attentions = []
+        for block in self.encoder:
+            x, weights = block(x, attn_mask=mask, need_weights=need_weights)
+            attentions.append(weights)
+        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, C)
+        return x, pooled, (attentions if need_weights else None)
+
+
+class BertPreTrainedModel(Model):
+    """What every BERT model shares: N(0, 0.02) initialisation without GPT-2's depth scaling
+    (BERT's own), and a body that is built with or without the pooler."""
+
+    residual_projections = ()
+
+    def __init__(self, config):
+        super().__init__()
+        if config.family != "bert":
+            raise ConfigError(f"{type(self).__name__} needs a 'bert' config, got family {config.family!r}")
+        self.config = config
+
+    def _finish(self) -> None:
+        self.init_weights()
+        emb = self.bert.embeddings.word_embeddings
+        if emb.padding_idx is not None:
+            with torch.no_grad():
+                emb.weight[emb.padding_idx].zero_()
+
+
+
+class BertModel(BertPreTrainedModel):
+    """The bare encoder: hidden states (B, T, C) and the pooled [CLS] (B, C); `logits` is None.
+
+    Sentence embeddings (Reimers & Gurevych 2019) are a pooling of its hidden states (`embed`).
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.bert = BertBody(config, pooler=True)
+        self._finish()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                need_weights: bool = False) -> BertOutput:
+        x, pooled, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
+                                               need_weights)
+        return BertOutput(logits=None, hidden_states=x, pooler_output=pooled, attentions=attentions)
+
+
+class MaskedLMHead(nn.Module):
+    """Predict the original token at every position (§3.1, Task #1): dense + GELU + LayerNorm,
+    then the token embedding matrix transposed (tied) plus a per-token bias."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.transform = nn.Linear(config.d_model, config.d_model)
+        self.act = activation_fn(config.activation)
+        self.norm = make_norm(config)
+        self.decoder = nn.Linear(config.d_model, config.vocab_size, bias=False)  # weight tied to embeddings
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, x):                                     # (B, T, C) -> (B, T, V)
+        return self.decoder(self.norm(self.act(self.transform(x)))) + self.bias
+
+
+def masked_lm_loss(logits, labels):
+    """Cross-entropy at the masked positions only (labels -100 elsewhere)."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+
+
+class BertForMaskedLM(BertPreTrainedModel):
+    """MLM only (no pooler, as transformers' BertForMaskedLM): fill-mask and MLM-only pretraining.
+
+    With `labels`, `logits` holds the masked positions only, (P, V): the vocabulary projection
+    then costs 15% of the full one. Without labels it is (B, T, V).
+    """
+
+    head_modules = ("mlm.",)   # what a pretrained body lacks (load with fresh_head=True)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.bert = BertBody(config, pooler=False)
+        self.mlm = MaskedLMHead(config)
+        self._finish()
+        self.mlm.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                need_weights: bool = False) -> BertOutput:
+        x, _, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights)
+        if labels is not None:   # only the masked positions need the vocabulary-sized projection
+            picked = labels != -100                                                  # (B, T)
+            logits = self.mlm(x[picked])                                             # (P, V)
+            loss = F.cross_entropy(logits.float(), labels[picked]) if picked.any() else logits.sum() * 0
+            return BertOutput(logits=logits, loss=loss, hidden_states=x, attentions=attentions)
+        return BertOutput(logits=self.mlm(x), hidden_states=x, attentions=attentions)
+
+
+class BertForPreTraining(BertPreTrainedModel):
+    """MLM + next sentence prediction (§3.1); the loss is their sum, as in the paper's code.
+    `logits` are the MLM logits, (P, V) given labels as in BertForMaskedLM, else (B, T, V)."""
+
+    head_modules = ("mlm.", "nsp.")   # what a pretrained body lacks (load with fresh_head=True)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.bert = BertBody(config, pooler=True)
+        self.mlm = MaskedLMHead(config)
+        self.nsp = nn.Linear(config.d_model, 2)
+        self._finish()
+        self.mlm.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                next_sentence_label=None, need_weights: bool = False) -> BertOutput:
+        x, pooled, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
+                                               need_weights)
+        nsp_logits = self.nsp(pooled)                                                # (B, 2)
+        loss = None
+        if labels is not None:
+            picked = labels != -100
+            logits = self.mlm(x[picked])                                             # (P, V)
+            loss = F.cross_entropy(logits.float(), labels[picked]) if picked.any() else logits.sum() * 0
+        else:
+            logits = self.mlm(x)                                                     # (B, T, V)
+        if next_sentence_label is not None:
+            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label)
+            loss = nsp_loss if loss is None else loss + nsp_loss
+        return BertOutput(logits=logits, loss=loss, hidden_states=x, pooler_output=pooled,
+                          seq_relationship_logits=nsp_logits, attentions=attentions)
+
+
+def classification_loss(logits, labels, num_labels: int):
+    """Regression (MSE) when there is one output, else single-label cross-entropy (as transformers)."""
+    if num_labels == 1:
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float().view(-1, num_labels), labels.view(-1), ignore_index=-100)
+
+
+class BertForSequenceClassification(BertPreTrainedModel):
+    """One linear layer on the pooled [CLS] (§4.1, Figure 4a/b); num_labels = 1 is regression."""
+
+    head_modules = ("classifier.",)   # what a pretrained body lacks (load with fresh_head=True)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.bert = BertBody(config, pooler=True)
+        self.dropout = nn.Dropout(config.extra.get("classifier_dropout") or config.dropout)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        self._finish()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                need_weights: bool = False) -> BertOutput:
+        x, pooled, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
+                                               need_weights)
+        logits = self.classifier(self.dropout(pooled))                               # (B, num_labels)
+        loss = classification_loss(logits, labels, self.config.num_labels) if labels is not None else None
+        return BertOutput(logits=logits, loss=loss, hidden_states=x, pooler_output=pooled, attentions=attentions)
+
+
+class BertForTokenClassification(BertPreTrainedModel):
+    """One linear layer on every token's state (§4.3, Figure 4d: NER); labels -100 are ignored
+    (sub-word pieces after a word's first, special tokens, padding)."""
+
+    head_modules = ("classifier.",)   # what a pretrained body lacks (load with fresh_head=True)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.bert = BertBody(config, pooler=False)
+        self.dropout = nn.Dropout(config.extra.get("classifier_dropout") or config.dropout)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        self._finish()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                need_weights: bool = False) -> BertOutput:
+        x, _, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights)
+        logits = self.classifier(self.dropout(x))                                    # (B, T, num_labels)
+        loss = classification_loss(logits, labels, self.config.num_labels) if labels is not None else None
+        return BertOutput(logits=logits, loss=loss, hidden_states=x, attentions=attentions)
+
+
+class BertForQuestionAnswering(BertPreTrainedModel):
+    """Extractive QA (§4.2, Figure 4c): a start and an end score for every token; the answer is
+    the best valid span (`best_span`). The loss is the mean of the start and end cross-entropies."""
+
+    head_modules = ("qa_outputs.",)   # what a pretrained body lacks (load with fresh_head=True)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.bert = BertBody(config, pooler=False)
+        self.qa_outputs = nn.Linear(config.d_model, 2)
+        self._finish()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                start_positions=None, end_positions=None, need_weights: bool = False) -> BertOutput:
+        x, _, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights)
+        logits = self.qa_outputs(x)                                                  # (B, T, 2)
+        start_logits, end_logits = logits.unbind(-1)                                 # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            T = input_ids.shape[1]   # positions outside the sequence are ignored, as transformers clamps them
+            start = start_positions.clamp(0, T)
+            end = end_positions.clamp(0, T)
+            loss = (F.cross_entropy(start_logits.float(), start, ignore_index=T)
+                    + F.cross_entropy(end_logits.float(), end, ignore_index=T)) / 2
+        return BertOutput(logits=logits, loss=loss, hidden_states=x, start_logits=start_logits,
+                          end_logits=end_logits, attentions=attentions)
+
+
+def best_span(start_logits: torch.Tensor, end_logits: torch.Tensor, allowed: torch.Tensor | None = None,
+              max_answer_length: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    """The span (start, end) with the highest start + end score such that start <= end <
+    start + max_answer_length and both ends are `allowed` (B, T) (e.g. context tokens only).
+
+    start_logits, end_logits: (B, T). Returns two (B,) index tensors.
+    """
+    B, T = start_logits.shape
+    scores = start_logits[:, :, None] + end_logits[:, None, :]                       # (B, Ts, Te)
+    i = torch.arange(T, device=scores.device)
+    valid = (i[None, :] >= i[:, None]) & (i[None, :] < i[:, None] + max_answer_length)  # (Ts, Te)
+    valid = valid[None].expand(B, T, T)
+    if allowed is not None:
+        allowed = allowed.bool()
+        valid = valid & allowed[:, :, None] & allowed[:, None, :]
+    scores = scores.masked_fill(~valid, float("-inf"))
+    flat = scores.flatten(1).argmax(-1)                                              # (B,)
+    return flat // T, flat % T
+
+
+class BertForMultipleChoice(BertPreTrainedModel):
+    """One score per choice from the pooled [CLS] of "[CLS] context [SEP] choice [SEP]" (§4.4, SWAG);
+    a softmax over the choices. Inputs are (B, num_choices, T)."""
+
+    head_modules = ("classifier.",)   # what a pretrained body lacks (load with fresh_head=True)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.bert = BertBody(config, pooler=True)
+        self.dropout = nn.Dropout(config.extra.get("classifier_dropout") or config.dropout)
+        self.classifier = nn.Linear(config.d_model, 1)
+        self._finish()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                need_weights: bool = False) -> BertOutput:
+        B, N, T = input_ids.shape
+
+        def flat(t):
+            return None if t is None else t.reshape(B * N, -1)
+
+        x, pooled, attentions = self.bert(flat(input_ids), flat(attention_mask), flat(token_type_ids),
+                                               flat(position_ids), need_weights)
+        logits = self.classifier(self.dropout(pooled)).view(B, N)                    # (B, num_choices)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return BertOutput(logits=logits, loss=loss, hidden_states=x, pooler_output=pooled, attentions=attentions)
+
+
+BERT_TASKS = {
+    "base": BertModel,
+    "masked-lm": BertForMaskedLM,
+    "pretraining": BertForPreTraining,
+    "sequence-classification": BertForSequenceClassification,
+    "token-classification": BertForTokenClassification,
+    "question-answering": BertForQuestionAnswering,
+    "multiple-choice": BertForMultipleChoice,
+}
