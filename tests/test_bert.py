@@ -241,3 +241,44 @@ def test_minilm_hidden_states_equal_transformers(minilm):
     real = enc["attention_mask"].bool()
     assert ours.num_parameters() == ref.num_parameters() == 22_713_216
     assert (want[real] - got[real]).abs().max() <= TOL
+
+
+SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
+             "A man is riding a horse.", "Quantum chromodynamics describes the strong interaction."]
+
+
+def test_minilm_sentence_embeddings_equal_transformers(minilm):
+    """Mean pooling over real tokens, then L2 normalisation: all-MiniLM-L6-v2's recipe
+    (1_Pooling/config.json says mean), computed by transformers from the same files."""
+    folder, ours, ref = minilm
+    assert json.loads((folder / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"]
+    got = tk.embed(ours, tk.load_tokenizer(folder), SENTENCES, pooling="mean", normalize=True, batch_size=2)
+    hf_tok = transformers.BertTokenizerFast.from_pretrained(folder)
+    enc = hf_tok(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = ref(**enc).last_hidden_state
+    weights = enc["attention_mask"][:, :, None].float()
+    want = torch.nn.functional.normalize((states * weights).sum(1) / weights.sum(1), dim=-1)
+    cosine = (got * want).sum(-1)
+    assert got.shape == (5, 384)
+    assert torch.all(cosine >= 0.99999), cosine
+
+
+def test_minilm_similarity_is_high_for_paraphrases_and_near_zero_for_unrelated(minilm):
+    folder, ours, _ = minilm
+    tok = tk.load_tokenizer("minilm-l6")
+    sims = tk.similarity(ours, tok, SENTENCES[:1] * 4, SENTENCES[1:])
+    assert abs(sims[0].item() - 0.755) < 0.005                    # the model card's example pair
+    assert abs(sims[1].item()) < 0.15 and abs(sims[3].item()) < 0.15, sims   # a baby; physics
+    assert sims[0] > sims[2] > max(sims[1], sims[3])               # "a man ..." shares more than nothing
+
+
+def test_cls_pooling_is_the_first_state_and_bad_pooling_is_refused(minilm):
+    folder, ours, _ = minilm
+    tok = tk.load_tokenizer(folder)
+    vec = tk.embed(ours, tok, ["hello world"], pooling="cls", normalize=False)
+    enc = tok.batch_encode(["hello world"])
+    with torch.no_grad():
+        assert torch.allclose(vec[0], ours(**enc).hidden_states[0, 0], atol=1e-6)
+    with pytest.raises(ConfigError, match="pooling"):
+        tk.embed(ours, tok, ["x"], pooling="max")

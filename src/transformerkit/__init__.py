@@ -5,11 +5,13 @@
     model = tk.load("path/to/checkpoint")        # ours or a Hugging Face folder
     tok = tk.load_tokenizer("gpt2-vocab")
     new_ids = tk.generate(model, ids, max_new_tokens=64)
+    vecs = tk.embed(tk.load(tk.fetch("minilm-l6")), tk.load_tokenizer("minilm-l6"), ["a sentence"])
 """
 from .config import PRESETS, ModelConfig, get_preset
 from .errors import (AssetError, CheckpointError, ConfigError, DataError, GenerationError,
                      TransformerKitError)
 from .generation import generate
+from .inference import embed, fill_mask, similarity
 from .interop import load_pretrained as load
 from .models import build
 
@@ -28,5 +30,5 @@ def fetch(name: str):
     return _fetch(name)
 
 
-__all__ = ["build", "load", "load_tokenizer", "generate", "fetch", "ModelConfig", "PRESETS", "get_preset",
+__all__ = ["build", "load", "load_tokenizer", "generate", "fetch", "embed", "similarity", "fill_mask", "ModelConfig", "PRESETS", "get_preset",
            "TransformerKitError", "ConfigError", "CheckpointError", "AssetError", "DataError", "GenerationError"]
