@@ -1,4 +1,4 @@
-"""Tokenizers: the real GPT-2 byte-level BPE, character level, and newly trained BPEs.
+"""Tokenizers: the real GPT-2 byte-level BPE, BERT's WordPiece, character level, and trained BPE / WordPiece.
 
 The algorithms are the ``tokenizers`` library's (Rust, fast, reads the standard
 vocabulary files); this module only builds them, remembers which tokens are
@@ -12,10 +12,13 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
 
 import tokenizers
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, trainers
+import torch
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from transformerkit.assets import fetch
 from transformerkit.data.text import read_text
@@ -23,7 +26,7 @@ from transformerkit.errors import ConfigError, DataError
 
 ENDOFTEXT = "<|endoftext|>"
 UNK = "[UNK]"
-SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token")
+SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
 
 # Used when a folder does not say which tokens are special (no tokenizer_config.json).
 _CONVENTIONAL_SPECIAL_TOKENS = {
@@ -31,7 +34,28 @@ _CONVENTIONAL_SPECIAL_TOKENS = {
     "eos_token": (ENDOFTEXT, "</s>"),
     "pad_token": ("<pad>", "[PAD]"),
     "unk_token": ("<unk>", UNK),
+    "cls_token": ("[CLS]", "<s>"),
+    "sep_token": ("[SEP]", "</s>"),
+    "mask_token": ("[MASK]", "<mask>"),
 }
+
+# BERT's special tokens, in the order a newly trained vocabulary gives them ids 0..4.
+BERT_SPECIAL_TOKENS = {
+    "pad_token": "[PAD]",
+    "unk_token": UNK,
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+WORDPIECE_PREFIX = "##"  # marks a piece that continues a word: "playing" -> "play", "##ing"
+_VOCAB_TXT_LAYOUT = (
+    "A WordPiece vocab.txt (BERT's) is UTF-8 text with one token per line, its line number (from 0) being "
+    "its id: [PAD], [unused0], ..., [UNK], [CLS], [SEP], [MASK], then words such as 'the' and "
+    "continuations such as '##ing', each once."
+)
+
+Padding = Literal["longest", "max_length", "do_not_pad"]
+PADDING_MODES: tuple[Padding, ...] = ("longest", "max_length", "do_not_pad")
 
 
 class Tokenizer:
@@ -48,10 +72,14 @@ class Tokenizer:
         eos_token: str | None = None,
         pad_token: str | None = None,
         unk_token: str | None = None,
+        cls_token: str | None = None,
+        sep_token: str | None = None,
+        mask_token: str | None = None,
     ) -> None:
         self.backend = backend
         self.bos_token, self.eos_token = bos_token, eos_token
         self.pad_token, self.unk_token = pad_token, unk_token
+        self.cls_token, self.sep_token, self.mask_token = cls_token, sep_token, mask_token
         for key in SPECIAL_TOKEN_KEYS:
             token = getattr(self, key)
             if token is not None and backend.token_to_id(token) is None:
@@ -75,6 +103,118 @@ class Tokenizer:
         """
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
+    def batch_encode(
+        self,
+        texts: Sequence[str] | Sequence[Sequence[str]],
+        text_pairs: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        *,
+        max_length: int | None = None,
+        truncation: bool = True,
+        padding: Padding = "longest",
+        is_split_into_words: bool = False,
+        return_word_ids: bool = False,
+    ) -> dict[str, Any]:
+        """Model inputs for a batch: ``input_ids``, ``token_type_ids``, ``attention_mask`` as (B, L) LongTensors.
+
+        Each example gets the special tokens (BERT: ``[CLS] A [SEP]`` or ``[CLS] A [SEP] B [SEP]``,
+        type ids 0 for A and 1 for B) and is right-padded with the pad token: to the longest
+        example (``padding="longest"``) or to ``max_length`` (``"max_length"``); ``"do_not_pad"``
+        returns lists of unequal length instead of tensors.
+
+        ``max_length`` counts the special tokens; None means no limit. With ``truncation`` a
+        longer example is cut at the end, and a pair loses tokens from the longer of A and B
+        first ("longest_first", as ``transformers``' default tokenizers do it: when both must
+        be cut to an odd budget, the one that was longer, B on a tie, keeps the extra token;
+        the legacy pure-Python ``BertTokenizerLegacy`` always gives it to A). Without
+        ``truncation`` a longer example is an error.
+
+        With ``is_split_into_words`` each text is a list of words (e.g. NER tokens), and
+        ``return_word_ids`` adds ``word_ids``: per example, the index of the word each
+        token comes from (None for special and pad tokens), to align word labels to sub-words.
+        For a pair, B's words are counted from 0 again.
+
+        The truncation and padding are the ``tokenizers`` backend's own, set for this
+        call and then restored, so calls on one tokenizer from several threads at once
+        may see each other's settings.
+        """
+        examples = _check_examples("texts", texts, is_split_into_words)
+        if text_pairs is not None:
+            pairs = _check_examples("text_pairs", text_pairs, is_split_into_words)
+            if len(pairs) != len(examples):
+                raise DataError(
+                    f"text_pairs has {len(pairs)} examples but texts has {len(examples)}: "
+                    "pass one pair (second segment) per text."
+                )
+            examples = list(zip(examples, pairs))
+        self._check_batch_settings(max_length, truncation, padding, is_pair=text_pairs is not None)
+        truncate_to = max_length if truncation else None
+        with self._truncation_and_padding(truncate_to, padding, max_length):
+            encodings = self.backend.encode_batch(examples, is_pretokenized=is_split_into_words)
+        if max_length is not None and not truncation:
+            _refuse_longer_than(max_length, encodings)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+        }
+        batch: dict[str, Any] = (
+            columns if padding == "do_not_pad"
+            else {name: torch.tensor(rows, dtype=torch.long) for name, rows in columns.items()}
+        )
+        if return_word_ids:
+            batch["word_ids"] = [e.word_ids for e in encodings]
+        return batch
+
+    def _check_batch_settings(
+        self, max_length: int | None, truncation: bool, padding: str, *, is_pair: bool
+    ) -> None:
+        if padding not in PADDING_MODES:
+            raise ConfigError(f"padding={padding!r} is not one of {', '.join(map(repr, PADDING_MODES))}.")
+        if padding == "max_length" and max_length is None:
+            raise ConfigError('padding="max_length" needs max_length; pass it, or use padding="longest".')
+        if padding != "do_not_pad" and self.pad_token_id is None:
+            raise DataError(
+                f"padding={padding!r} needs a pad token, and this tokenizer ({self!r}) has none "
+                "(GPT-2's, for one, has none). Pass padding='do_not_pad', or build the Tokenizer "
+                "with a pad_token from its vocabulary."
+            )
+        if max_length is not None and truncation:
+            specials = self.backend.num_special_tokens_to_add(is_pair)
+            smallest = specials + (2 if is_pair else 1)
+            if max_length < smallest:
+                raise ConfigError(
+                    f"max_length={max_length} leaves no room for text: the special tokens alone take "
+                    f"{specials} per {'pair' if is_pair else 'example'}. Use max_length >= {smallest}."
+                )
+
+    @contextmanager
+    def _truncation_and_padding(
+        self, truncate_to: int | None, padding: Padding, max_length: int | None
+    ) -> Iterator[None]:
+        """Set the backend's truncation and padding for one call, then put back what it had."""
+        backend = self.backend
+        saved_truncation, saved_padding = backend.truncation, backend.padding
+        try:
+            if truncate_to is None:
+                backend.no_truncation()
+            else:
+                backend.enable_truncation(truncate_to, strategy="longest_first", direction="right")
+            if padding == "do_not_pad":
+                backend.no_padding()
+            else:
+                pad_to = max_length if padding == "max_length" else None
+                backend.enable_padding(
+                    direction="right", pad_id=self.pad_token_id, pad_type_id=0, pad_token=self.pad_token, length=pad_to
+                )
+            yield
+        finally:
+            backend.no_truncation()
+            backend.no_padding()
+            if saved_truncation is not None:
+                backend.enable_truncation(**saved_truncation)
+            if saved_padding is not None:
+                backend.enable_padding(**saved_padding)
+
     @property
     def vocab_size(self) -> int:
         """Number of token ids, added tokens included (the embedding table needs this many rows)."""
@@ -96,40 +236,85 @@ class Tokenizer:
     def unk_token_id(self) -> int | None:
         return self._id(self.unk_token)
 
+    @property
+    def cls_token_id(self) -> int | None:
+        return self._id(self.cls_token)
+
+    @property
+    def sep_token_id(self) -> int | None:
+        return self._id(self.sep_token)
+
+    @property
+    def mask_token_id(self) -> int | None:
+        return self._id(self.mask_token)
+
+    @property
+    def special_ids(self) -> set[int]:
+        """Ids of every special token: the named ones (bos, pad, cls, ...) and the backend's added special tokens.
+
+        Useful to leave them out of a loss or of masked-language-model masking.
+        """
+        named = {self._id(getattr(self, key)) for key in SPECIAL_TOKEN_KEYS}
+        added = {i for i, token in self.backend.get_added_tokens_decoder().items() if token.special}
+        return {i for i in named if i is not None} | added
+
     def _id(self, token: str | None) -> int | None:
         return None if token is None else self.backend.token_to_id(token)
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write tokenizer.json and tokenizer_config.json (and, for a BPE, vocab.json + merges.txt).
+        """Write tokenizer.json, tokenizer_config.json, and vocab.json + merges.txt (BPE) or vocab.txt (WordPiece).
 
         The layout is Hugging Face's, so ``transformers`` loads the folder too
-        (``GPT2TokenizerFast.from_pretrained(directory)`` for a byte-level BPE).
+        (``GPT2TokenizerFast.from_pretrained(directory)`` for a byte-level BPE,
+        ``AutoTokenizer`` / ``BertTokenizerFast`` for BERT's WordPiece).
         Each file is written to a temporary name and renamed into place.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         _atomic_write(directory / "tokenizer.json", self.backend.to_str(pretty=True))
         config = {key: getattr(self, key) for key in SPECIAL_TOKEN_KEYS if getattr(self, key) is not None}
-        config["tokenizer_class"] = "GPT2Tokenizer" if self._is_byte_level_bpe() else "PreTrainedTokenizerFast"
+        config |= self._transformers_class_config()
         _atomic_write(directory / "tokenizer_config.json", json.dumps(config, indent=2))
         if isinstance(self.backend.model, models.BPE):
             with tempfile.TemporaryDirectory(dir=directory) as tmp:
                 for written in self.backend.model.save(tmp):
                     os.replace(written, directory / Path(written).name)
+        if isinstance(self.backend.model, models.WordPiece):
+            by_id = sorted(self.backend.get_vocab(with_added_tokens=False).items(), key=lambda item: item[1])
+            _atomic_write(directory / "vocab.txt", "".join(f"{token}\n" for token, _ in by_id))
         return directory
 
-    def _is_byte_level_bpe(self) -> bool:
-        return isinstance(self.backend.model, models.BPE) and isinstance(
-            self.backend.pre_tokenizer, pre_tokenizers.ByteLevel
-        )
+    def _transformers_class_config(self) -> dict[str, Any]:
+        """The tokenizer_config.json entries that tell ``transformers`` which class rebuilds this tokenizer."""
+        backend = self.backend
+        if isinstance(backend.model, models.BPE) and isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel):
+            return {"tokenizer_class": "GPT2Tokenizer"}
+        normalizer = backend.normalizer
+        if (
+            isinstance(backend.model, models.WordPiece)
+            and isinstance(normalizer, normalizers.BertNormalizer)
+            and isinstance(backend.pre_tokenizer, pre_tokenizers.BertPreTokenizer)
+        ):
+            return {
+                "tokenizer_class": "BertTokenizer",
+                "do_lower_case": normalizer.lowercase,
+                "strip_accents": normalizer.strip_accents,
+                "tokenize_chinese_chars": normalizer.handle_chinese_chars,
+            }
+        return {"tokenizer_class": "PreTrainedTokenizerFast"}
 
     @classmethod
     def from_directory(cls, directory: str | os.PathLike) -> Tokenizer:
-        """Load a folder holding tokenizer.json, or vocab.json + merges.txt, or encoder.json + vocab.bpe.
+        """Load a folder holding tokenizer.json, or vocab.json + merges.txt, or encoder.json + vocab.bpe, or vocab.txt.
 
+        A lone vocab.txt is BERT's WordPiece, lower-cased unless tokenizer_config.json
+        says ``"do_lower_case": false``. Truncation and padding stored in a
+        tokenizer.json are dropped: ``encode`` gives every token, and ``batch_encode``
+        pads and truncates as each call asks (as ``transformers`` does).
         The special tokens come from tokenizer_config.json / special_tokens_map.json
         when present, else from the conventional names the vocabulary has
-        (``<|endoftext|>``, ``<s>``, ``</s>``, ``<pad>``, ``[PAD]``, ``<unk>``, ``[UNK]``).
+        (``<|endoftext|>``, ``<s>``, ``</s>``, ``<pad>``, ``[PAD]``, ``<unk>``, ``[UNK]``,
+        ``[CLS]``, ``[SEP]``, ``[MASK]``, ``<mask>``).
         """
         directory = Path(directory)
         if (directory / "tokenizer.json").is_file():
@@ -138,14 +323,19 @@ class Tokenizer:
                 backend = tokenizers.Tokenizer.from_file(str(path))
             except Exception as e:  # tokenizers raises a bare Exception
                 raise DataError(f"Cannot read {path}: {e}. Is it a `tokenizers` tokenizer.json?") from e
+            backend.no_truncation()
+            backend.no_padding()
         elif (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
             backend = _byte_level_bpe(directory / "vocab.json", directory / "merges.txt")
         elif (directory / "encoder.json").is_file() and (directory / "vocab.bpe").is_file():
             backend = _byte_level_bpe(directory / "encoder.json", directory / "vocab.bpe")
+        elif (directory / "vocab.txt").is_file():
+            backend = _wordpiece_backend(directory / "vocab.txt", **_bert_options(directory))
         else:
             raise DataError(
                 f"No tokenizer files in {directory}: expected tokenizer.json, or vocab.json + merges.txt, "
-                "or encoder.json + vocab.bpe. Save one there with Tokenizer.save(), or point at another folder."
+                "or encoder.json + vocab.bpe, or vocab.txt (WordPiece). Save one there with "
+                "Tokenizer.save(), or point at another folder."
             )
         return cls(backend, **_special_tokens(directory, backend))
 
@@ -222,17 +412,89 @@ def train_bpe(
     return Tokenizer(backend, bos_token=boundary, eos_token=boundary)
 
 
+def wordpiece_tokenizer(
+    vocab_file: str | os.PathLike,
+    *,
+    lowercase: bool = True,
+    strip_accents: bool | None = None,
+    max_input_chars_per_word: int = 100,
+) -> Tokenizer:
+    """BERT's WordPiece tokenizer from a vocab.txt (one token per line, the line number is its id).
+
+    The pipeline is BERT's: clean control characters, space out Chinese characters,
+    lower-case (``lowercase``) and strip accents (``strip_accents``; None follows
+    ``lowercase``, as in BERT), split on whitespace and punctuation, then greedy
+    longest-match WordPiece with ``##`` continuations; a word longer than
+    ``max_input_chars_per_word`` characters, or with a piece the vocabulary lacks,
+    becomes ``[UNK]``. ``encode`` adds ``[CLS] ... [SEP]``; a pair is
+    ``[CLS] A [SEP] B [SEP]`` with type ids 0 for A and 1 for B.
+    """
+    backend = _wordpiece_backend(
+        Path(vocab_file),
+        lowercase=lowercase,
+        strip_accents=strip_accents,
+        max_input_chars_per_word=max_input_chars_per_word,
+    )
+    return Tokenizer(backend, **BERT_SPECIAL_TOKENS)
+
+
+def train_wordpiece(
+    files_or_texts: Iterable[str | os.PathLike],
+    vocab_size: int,
+    *,
+    lowercase: bool = True,
+    min_frequency: int = 2,
+) -> Tokenizer:
+    """Train a new WordPiece vocabulary (BERT style) of ``vocab_size`` tokens.
+
+    Items that are ``Path``-like are read as UTF-8 files; plain ``str`` items are
+    the training text itself. Ids 0..4 are [PAD], [UNK], [CLS], [SEP], [MASK]; then
+    come every character of the corpus (alone and as a ``##`` continuation) and the
+    pieces merged from pairs seen ``min_frequency`` times, up to ``vocab_size``.
+    The pipeline is ``wordpiece_tokenizer``'s, so the saved folder has a vocab.txt.
+    """
+    specials = list(BERT_SPECIAL_TOKENS.values())
+    if vocab_size <= len(specials):
+        raise ConfigError(
+            f"vocab_size={vocab_size} is too small for a WordPiece vocabulary: its {len(specials)} special "
+            f"tokens ({', '.join(specials)}) take that much already. Ask for a larger vocab_size."
+        )
+    untrained = models.WordPiece(unk_token=UNK, continuing_subword_prefix=WORDPIECE_PREFIX)
+    backend = _bert_pipeline(untrained, lowercase=lowercase, strip_accents=None)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[AddedToken(t, special=True, normalized=False) for t in specials],
+        continuing_subword_prefix=WORDPIECE_PREFIX,
+        show_progress=False,
+    )
+    backend.train_from_iterator(_texts(files_or_texts), trainer=trainer)
+    if backend.get_vocab_size() > vocab_size:
+        raise ConfigError(
+            f"vocab_size={vocab_size} is too small for this corpus: the special tokens and its characters "
+            f"(each also as a ## continuation) already take {backend.get_vocab_size()} tokens. "
+            f"Ask for vocab_size >= {backend.get_vocab_size()}, or train on cleaner text."
+        )
+    _add_bert_special_tokens(backend)
+    return Tokenizer(backend, **BERT_SPECIAL_TOKENS)
+
+
 def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
     """A tokenizer by name or location.
 
-    Accepts ``gpt2`` / ``gpt2-vocab`` (the GPT-2 BPE asset), ``char:PATH`` (a
-    character tokenizer of that text file), a folder that ``Tokenizer.from_directory``
-    reads (tokenizer.json, e.g. GPT-1's or BERT's; vocab.json + merges.txt;
-    encoder.json + vocab.bpe), or a tokenizer.json file.
+    Accepts ``gpt2`` / ``gpt2-vocab`` (the GPT-2 BPE asset), ``bert-base-uncased`` /
+    ``minilm-l6`` (BERT's uncased WordPiece, from the minilm-l6 asset's vocab.txt),
+    ``char:PATH`` (a character tokenizer of that text file), a folder that
+    ``Tokenizer.from_directory`` reads (tokenizer.json, e.g. GPT-1's or BERT's;
+    vocab.json + merges.txt; encoder.json + vocab.bpe; vocab.txt), a tokenizer.json
+    file, or a WordPiece vocab.txt file (lower-cased unless the tokenizer_config.json
+    beside it says ``"do_lower_case": false``).
     """
     spec = os.fspath(name_or_path)
     if spec in ("gpt2", "gpt2-vocab"):
         return gpt2_tokenizer()
+    if spec in ("bert-base-uncased", "minilm-l6"):
+        return wordpiece_tokenizer(fetch("minilm-l6") / "vocab.txt")
     if spec.startswith("char:"):
         return char_tokenizer(read_text(spec.removeprefix("char:")))
     path = Path(spec)
@@ -240,10 +502,13 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
         return Tokenizer.from_directory(path)
     if path.is_file() and path.name == "tokenizer.json":
         return Tokenizer.from_directory(path.parent)
+    if path.is_file() and path.suffix == ".txt":
+        return wordpiece_tokenizer(path, **_bert_options(path.parent))
     raise ConfigError(
-        f"Cannot load a tokenizer from {spec!r}: it is not a known name nor an existing folder. "
-        "Use 'gpt2' (or 'gpt2-vocab'), 'char:PATH/TO/TEXT.txt', a folder holding tokenizer.json "
-        "(or vocab.json + merges.txt, or encoder.json + vocab.bpe), or a tokenizer.json file."
+        f"Cannot load a tokenizer from {spec!r}: it is not a known name nor an existing folder or file. "
+        "Use 'gpt2' (or 'gpt2-vocab'), 'bert-base-uncased' (or 'minilm-l6'), 'char:PATH/TO/TEXT.txt', "
+        "a folder holding tokenizer.json (or vocab.json + merges.txt, or encoder.json + vocab.bpe, "
+        "or vocab.txt), a tokenizer.json file, or a WordPiece vocab.txt file."
     )
 
 
@@ -264,20 +529,152 @@ def _byte_level_bpe(vocab_file: Path, merges_file: Path) -> tokenizers.Tokenizer
     return backend
 
 
+def _wordpiece_backend(
+    vocab_file: Path, *, lowercase: bool, strip_accents: bool | None, max_input_chars_per_word: int = 100
+) -> tokenizers.Tokenizer:
+    """BERT's full pipeline around the vocabulary in ``vocab_file``."""
+    if max_input_chars_per_word < 1:
+        raise ConfigError(f"max_input_chars_per_word={max_input_chars_per_word} must be at least 1.")
+    model = models.WordPiece(
+        _read_wordpiece_vocab(vocab_file),
+        unk_token=UNK,
+        continuing_subword_prefix=WORDPIECE_PREFIX,
+        max_input_chars_per_word=max_input_chars_per_word,
+    )
+    backend = _bert_pipeline(model, lowercase=lowercase, strip_accents=strip_accents)
+    _add_bert_special_tokens(backend)
+    return backend
+
+
+def _bert_pipeline(model: models.WordPiece, *, lowercase: bool, strip_accents: bool | None) -> tokenizers.Tokenizer:
+    """BERT's normalizer, pre-tokenizer and decoder around ``model`` (its special tokens come after training)."""
+    backend = tokenizers.Tokenizer(model)
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
+    )
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix=WORDPIECE_PREFIX, cleanup=True)
+    return backend
+
+
+def _add_bert_special_tokens(backend: tokenizers.Tokenizer) -> None:
+    """Mark BERT's special tokens as special (never split, never lower-cased) and add [CLS]/[SEP] around inputs."""
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in BERT_SPECIAL_TOKENS.values()])
+    cls, sep = BERT_SPECIAL_TOKENS["cls_token"], BERT_SPECIAL_TOKENS["sep_token"]
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, backend.token_to_id(cls)), (sep, backend.token_to_id(sep))],
+    )
+
+
+def _read_wordpiece_vocab(path: Path) -> dict[str, int]:
+    """Token -> id of a vocab.txt, refusing files that are something else (JSON, merges, ...)."""
+
+    def not_a_vocabulary(problem: str) -> DataError:
+        return DataError(f"{path} is not a WordPiece vocabulary: {problem}. {_VOCAB_TXT_LAYOUT}")
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise DataError(f"{path} does not exist. Point at a WordPiece vocab.txt, e.g. the minilm-l6 asset's.") from e
+    except UnicodeDecodeError as e:
+        raise not_a_vocabulary(f"it is not UTF-8 text ({e})") from e
+    if not text.strip():
+        raise not_a_vocabulary("it is empty")
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
+    if lines[0].lstrip().startswith("{"):
+        raise not_a_vocabulary("it is JSON (a vocab.json or tokenizer.json?)")
+    if lines[0].startswith("#version"):
+        raise not_a_vocabulary("it is a BPE merges file")
+    vocab: dict[str, int] = {}
+    for index, token in enumerate(lines):
+        if not token:
+            raise not_a_vocabulary(f"line {index + 1} is empty")
+        if " " in token or "\t" in token:
+            raise not_a_vocabulary(
+                f"line {index + 1} is {token!r}, and no token holds a space or tab (a BPE merges file?)"
+            )
+        if token in vocab:
+            raise not_a_vocabulary(f"{token!r} is on line {vocab[token] + 1} and again on line {index + 1}")
+        vocab[token] = index
+    missing = [t for t in BERT_SPECIAL_TOKENS.values() if t not in vocab]
+    if missing:
+        raise not_a_vocabulary(f"it lacks the special token(s) {', '.join(missing)}")
+    return vocab
+
+
+def _bert_options(directory: Path) -> dict[str, Any]:
+    """``lowercase`` / ``strip_accents`` from a folder's tokenizer_config.json (BERT's defaults without one)."""
+    config = _read_json_config(directory / "tokenizer_config.json")
+    return {"lowercase": bool(config.get("do_lower_case", True)), "strip_accents": config.get("strip_accents")}
+
+
+def _check_examples(
+    name: str, examples: Sequence[str] | Sequence[Sequence[str]], is_split_into_words: bool
+) -> list[Any]:
+    """The examples as a list, refusing one that has nothing to encode (it would be [CLS] [SEP] alone)."""
+    if isinstance(examples, str):
+        raise DataError(f"{name} is one string; batch_encode takes a list of texts: pass [{name}].")
+    examples = list(examples)
+    if not examples:
+        raise DataError(f"{name} is empty: pass at least one example.")
+    for index, example in enumerate(examples):
+        if is_split_into_words:
+            if isinstance(example, str):
+                raise DataError(
+                    f"{name}[{index}] is a string, but is_split_into_words=True wants a list of words. "
+                    "Split it (e.g. text.split()), or pass is_split_into_words=False."
+                )
+            blank = not any(word.strip() for word in example)
+        else:
+            if not isinstance(example, str):
+                raise DataError(
+                    f"{name}[{index}] is a {type(example).__name__}, not a string. "
+                    "For lists of words pass is_split_into_words=True."
+                )
+            blank = not example.strip()
+        if blank:
+            raise DataError(
+                f"{name}[{index}] is {example!r}: empty or only whitespace, so it has no token to encode. "
+                "Drop it from the batch or give it text."
+            )
+    return examples
+
+
+def _refuse_longer_than(max_length: int, encodings: Sequence[tokenizers.Encoding]) -> None:
+    for index, encoding in enumerate(encodings):
+        length = sum(encoding.attention_mask)  # the padding is not part of it
+        if length > max_length:
+            raise DataError(
+                f"Example {index} is {length} tokens long (special tokens included), more than "
+                f"max_length={max_length}, and truncation=False. Pass truncation=True to cut it, "
+                "raise max_length, or shorten the text."
+            )
+
+
+def _read_json_config(path: Path) -> dict[str, Any]:
+    """A Hugging Face JSON config file's content, or {} when there is none."""
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"Cannot read {path}: {e}. Fix or delete the file.") from e
+    if not isinstance(config, dict):
+        raise DataError(f"{path} holds a JSON {type(config).__name__}, not an object. Fix or delete the file.")
+    return config
+
+
 def _special_tokens(directory: Path, backend: tokenizers.Tokenizer) -> dict[str, str | None]:
     """Which tokens are special: the folder's Hugging Face config files, else conventional names."""
     declared: dict[str, str | None] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the later file wins
-        path = directory / name
-        if path.is_file():
-            try:
-                config = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise DataError(f"Cannot read {path}: {e}. Fix or delete the file.") from e
-            for key in SPECIAL_TOKEN_KEYS:
-                if key in config:
-                    value = config[key]
-                    declared[key] = value.get("content") if isinstance(value, dict) else value
+        config = _read_json_config(directory / name)
+        for key in SPECIAL_TOKEN_KEYS:
+            if key in config:
+                value = config[key]
+                declared[key] = value.get("content") if isinstance(value, dict) else value
     found = {}
     for key in SPECIAL_TOKEN_KEYS:
         token = declared.get(key)
