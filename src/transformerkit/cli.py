@@ -23,14 +23,37 @@ def _parse_set(pairs: list[str]) -> dict:
     return out
 
 
+def _add_train_options(p, d, skip: tuple[str, ...] = ()) -> None:
+    """The trainer's settings as options; their defaults (shown in --help) come from the TrainConfig `d`."""
+    p.add_argument("--out", dest="out_dir", default=None, help=f"run folder (default: {d.out_dir})")
+    for name, kind, text in [
+            ("max_steps", int, "optimizer steps"), ("batch_size", int, "sequences per step (global)"),
+            ("grad_accum", int, "micro-batches per step"), ("block_size", int, "tokens per sequence"),
+            ("lr", float, "peak learning rate"), ("min_lr", float, "final learning rate"),
+            ("warmup_steps", int, "linear warm-up steps"), ("weight_decay", float, "AdamW weight decay"),
+            ("grad_clip", float, "max gradient norm, 0 = off"), ("eval_interval", int, "steps between validations"),
+            ("eval_batches", int, "validation batches"), ("log_interval", int, "steps between log lines"),
+            ("save_interval", int, "steps between checkpoints"), ("seed", int, "random seed")]:
+        if name not in skip:
+            p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{text} (default: {getattr(d, name)})")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], help=f"bf16 = autocast (default: {d.dtype})")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
+
+
+def _train_config(args, defaults):
+    """`defaults` (a TrainConfig) with the options the user gave."""
+    given = {f.name: getattr(args, f.name) for f in fields(defaults) if getattr(args, f.name, None) is not None}
+    return type(defaults)(**{**defaults.to_dict(), **given})
+
+
 # --- tkit train ---------------------------------------------------------------------------------
 
 def cmd_train(args) -> None:
     from .training import TrainConfig
     from .training.lm import train_lm
 
-    settings = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    config = TrainConfig(**settings)
+    config = _train_config(args, TrainConfig())
     summary = train_lm(args.model, args.data, config, tokenizer=args.tokenizer, overrides=_parse_set(args.set),
                        resume=args.resume, sample_prompt=args.prompt, sample_tokens=args.sample_tokens)
     print(f"parameters: {summary['parameters']:,}")
@@ -54,23 +77,156 @@ def add_train(sub) -> None:
     p.add_argument("--tokenizer", default="gpt2",
                    help="'char', 'gpt2', 'char:FILE' or a tokenizer folder (default: gpt2)")
     p.add_argument("--set", nargs="*", metavar="FIELD=VALUE", help="override model config fields of the preset")
-    p.add_argument("--out", dest="out_dir", default=d.out_dir, help=f"run folder (default: {d.out_dir})")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint")
-    for name, kind, text in [
-            ("max_steps", int, "optimizer steps"), ("batch_size", int, "sequences per step (global)"),
-            ("grad_accum", int, "micro-batches per step"), ("block_size", int, "tokens per sequence"),
-            ("lr", float, "peak learning rate"), ("min_lr", float, "final learning rate"),
-            ("warmup_steps", int, "linear warm-up steps"), ("weight_decay", float, "AdamW weight decay"),
-            ("grad_clip", float, "max gradient norm, 0 = off"), ("eval_interval", int, "steps between validations"),
-            ("eval_batches", int, "validation batches"), ("log_interval", int, "steps between log lines"),
-            ("save_interval", int, "steps between checkpoints"), ("seed", int, "random seed")]:
-        p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{text} (default: {getattr(d, name)})")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], help=f"bf16 = autocast (default: {d.dtype})")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
+    _add_train_options(p, d)
     p.add_argument("--prompt", default="\n", help="prompt of the sample printed at the end")
     p.add_argument("--sample-tokens", type=int, default=200, help="length of that sample (default: 200)")
     p.set_defaults(func=cmd_train)
+
+
+# --- tkit finetune / pretrain -------------------------------------------------------------------
+
+def cmd_finetune(args) -> None:
+    from .training.finetune import FINETUNE_DEFAULTS, finetune
+
+    config = _train_config(args, FINETUNE_DEFAULTS)
+    s = finetune(args.model, args.data, config, tokenizer=args.tokenizer, max_length=args.max_length,
+                 scratch=args.scratch, fresh_head=args.fresh_head, overrides=_parse_set(args.set))
+    print(f"{s['task']} on {s['data']}: {len(s['labels'])} labels, {s['parameters']:,} parameters")
+    print(f"steps: {s['step']}  training time: {s['elapsed']:.1f} s  total: {s['total_seconds']:.1f} s")
+    for split in ("valid", "test"):
+        print(f"{split}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in s[split].items()))
+    print(f"checkpoint: {s['checkpoint']}  (metrics: {config.out_dir}/results.json)")
+
+
+def add_finetune(sub) -> None:
+    from .training.finetune import FINETUNE_DEFAULTS
+
+    p = sub.add_parser("finetune", help="fine-tune an encoder for classification or NER and score the test split",
+                       description="Fine-tune a BERT-family model on labelled data: sequence classification for "
+                                   "a CSV/TSV/JSONL of text,label (bbc-news, tweets-sentiment), token classification "
+                                   "for token<TAB>tag files (wnut-ner). Starts from a checkpoint folder or an asset "
+                                   "with weights (minilm-l6; its head starts fresh), or from a fresh preset. Prints "
+                                   "the valid and test metrics; the checkpoint loads in transformers.")
+    p.add_argument("--model", default="minilm-l6",
+                   help="checkpoint folder, asset with weights, or preset (default: minilm-l6, the real weights)")
+    p.add_argument("--data", required=True, help="bbc-news | tweets-sentiment | wnut-ner | a labelled file")
+    p.add_argument("--tokenizer", help="tokenizer (default: the checkpoint's, or bert-base-uncased for a preset)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per example, [CLS]/[SEP] included "
+                                                               "(default: 128)")
+    p.add_argument("--scratch", action="store_true", help="build the preset of that name with random weights")
+    p.add_argument("--fresh-head", action="store_true",
+                   help="start the classification head from random weights even if the checkpoint has one")
+    p.add_argument("--set", nargs="*", metavar="FIELD=VALUE", help="override model config fields (e.g. dropout=0.0)")
+    _add_train_options(p, FINETUNE_DEFAULTS, skip=("block_size",))
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_pretrain(args) -> None:
+    from .training.pretrain import PRETRAIN_DEFAULTS, pretrain_bert
+
+    config = _train_config(args, PRETRAIN_DEFAULTS)
+    s = pretrain_bert(args.model, args.data, config, tokenizer=args.tokenizer, max_length=args.max_length,
+                      nsp=not args.no_nsp, whole_word=args.whole_word, overrides=_parse_set(args.set),
+                      resume=args.resume)
+    print(f"parameters: {s['parameters']:,}  rows: {s['train_rows']:,} train, {s['valid_rows']:,} valid")
+    print(f"steps: {s['step']}  tokens: {s['tokens']:,}  time: {s['elapsed']:.1f} s")
+    if s.get("val_loss") is not None:
+        print(f"training loss: {s['loss']:.4f}  validation loss: {s['val_loss']:.4f} (MLM{'' if args.no_nsp else ' + NSP'})")
+    print(f"checkpoint: {s['checkpoint']}  (try: tkit fill-mask {s['checkpoint']} \"the [MASK] of denmark\")")
+
+
+def add_pretrain(sub) -> None:
+    from .training.pretrain import PRETRAIN_DEFAULTS
+
+    p = sub.add_parser("pretrain", help="pretrain a model with its paper's objective (bert: MLM + NSP)",
+                       description="Pretrain with the model's own objective. bert: masked LM (15%% of tokens; "
+                                   "80%% [MASK], 10%% random, 10%% kept) plus next sentence prediction on "
+                                   "[CLS] A [SEP] B [SEP] pairs, half with a random B.")
+    p.add_argument("family", choices=["bert"], help="which objective (bert)")
+    p.add_argument("--model", default="bert-tiny", help="preset or checkpoint folder (default: bert-tiny)")
+    p.add_argument("--data", default="shakespeare", help="corpus name or text file (default: shakespeare)")
+    p.add_argument("--tokenizer", default="bert-base-uncased",
+                   help="bert-base-uncased, train:N (a new N-token WordPiece) or a tokenizer folder")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per row (default: 128)")
+    p.add_argument("--no-nsp", action="store_true", help="masked LM only, on contiguous segments")
+    p.add_argument("--whole-word", action="store_true", help="mask whole words (all their ## pieces)")
+    p.add_argument("--set", nargs="*", metavar="FIELD=VALUE", help="override model config fields of the preset")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint")
+    _add_train_options(p, PRETRAIN_DEFAULTS, skip=("block_size",))
+    p.set_defaults(func=cmd_pretrain)
+
+
+# --- tkit fill-mask / embed ---------------------------------------------------------------------
+
+def cmd_fill_mask(args) -> None:
+    from . import load, load_tokenizer
+    from .inference import fill_mask
+    from .interop import resolve_checkpoint
+
+    folder = resolve_checkpoint(args.checkpoint)
+    model, tok = load(folder), load_tokenizer(args.tokenizer or folder)
+    for i, options in enumerate(fill_mask(model, tok, args.text, top_k=args.top_k)):
+        print(f"[MASK] #{i + 1}: " + "  ".join(f"{token} ({p:.3f})" for token, p in options))
+
+
+def add_fill_mask(sub) -> None:
+    p = sub.add_parser("fill-mask", help="the top predictions for each [MASK] in a text",
+                       description="Show what a checkpoint with a masked-LM head (BertForMaskedLM or "
+                                   "BertForPreTraining, e.g. from tkit pretrain bert) predicts for each [MASK].")
+    p.add_argument("checkpoint", help="checkpoint folder (a run folder works too)")
+    p.add_argument("text", help='text with one or more [MASK], e.g. "to be or not to [MASK]"')
+    p.add_argument("--top-k", type=int, default=5, help="predictions per mask (default: 5)")
+    p.add_argument("--tokenizer", help="tokenizer if the checkpoint has none")
+    p.set_defaults(func=cmd_fill_mask)
+
+
+def cmd_embed(args) -> None:
+    import json as _json
+
+    from . import load, load_tokenizer
+    from .inference import embed, similarity
+    from .interop import resolve_checkpoint
+
+    assets = _assets()
+    folder = assets[args.model]() if args.model in assets else resolve_checkpoint(args.model)
+    model, tok = load(folder, task="base"), load_tokenizer(args.tokenizer or folder)
+    texts = list(args.text)
+    if args.file:
+        with open(args.file, encoding="utf-8") as f:
+            texts += [line.rstrip("\n") for line in f if line.strip()]
+    if args.similarity:
+        if len(texts) % 2:
+            raise ConfigError(f"--similarity compares pairs: give an even number of texts, got {len(texts)}")
+        sims = similarity(model, tok, texts[0::2], texts[1::2], pooling=args.pooling)
+        for a, b, sim in zip(texts[0::2], texts[1::2], sims.tolist()):
+            print(f"{sim:.4f}\t{a}\t{b}")
+        return
+    vectors = embed(model, tok, texts, pooling=args.pooling, normalize=not args.no_normalize)
+    for text, vector in zip(texts, vectors.tolist()):
+        print(_json.dumps({"text": text, "embedding": [round(x, 6) for x in vector]}))
+
+
+def _assets():
+    from .assets import CATALOG, fetch
+
+    return {name: (lambda name=name: fetch(name)) for name in CATALOG}
+
+
+def add_embed(sub) -> None:
+    p = sub.add_parser("embed", help="sentence embeddings (mean or CLS pooling), or pair similarity",
+                       description="Embed sentences with an encoder: JSON lines {text, embedding}, L2-normalised "
+                                   "by default. With --similarity, texts are taken two by two and their cosine "
+                                   "similarity is printed.")
+    p.add_argument("text", nargs="*", help="sentences")
+    p.add_argument("--model", default="minilm-l6", help="checkpoint folder or asset (default: minilm-l6)")
+    p.add_argument("--file", help="also embed each non-empty line of this file")
+    p.add_argument("--pooling", choices=["mean", "cls"], default="mean", help="default: mean (as all-MiniLM)")
+    p.add_argument("--no-normalize", action="store_true", help="keep the raw pooled vectors")
+    p.add_argument("--similarity", action="store_true", help="print the cosine similarity of each pair of texts")
+    p.add_argument("--tokenizer", help="tokenizer if the checkpoint has none")
+    p.set_defaults(func=cmd_embed)
 
 
 # --- tkit generate ------------------------------------------------------------------------------
@@ -202,7 +358,8 @@ def add_data(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tkit", description="transformerkit: the Transformer family from scratch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_generate, add_convert, add_info, add_data):
+    for add in (add_train, add_finetune, add_pretrain, add_generate, add_fill_mask, add_embed, add_convert,
+                add_info, add_data):
         add(sub)
     return parser
 

@@ -499,6 +499,8 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
         return char_tokenizer(read_text(spec.removeprefix("char:")))
     path = Path(spec)
     if path.is_dir():
+        if not (path / "config.json").exists() and (path / "checkpoint" / "config.json").exists():
+            path = path / "checkpoint"   # a training run folder: its latest checkpoint's tokenizer
         return Tokenizer.from_directory(path)
     if path.is_file() and path.name == "tokenizer.json":
         return Tokenizer.from_directory(path.parent)

@@ -130,6 +130,17 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
                               f"({type(e).__name__}); pass a local checkpoint folder") from None
 
 
+def checkpoint_config(path_or_id) -> tuple[ModelConfig, str]:
+    """(our config, our task) of a checkpoint folder, read from its config.json without loading weights."""
+    directory = resolve_checkpoint(path_or_id)
+    config_file = directory / "config.json"
+    if not config_file.exists():
+        raise CheckpointError(f"{directory}: no config.json; a checkpoint folder holds config.json and "
+                              "model.safetensors")
+    hf_config = json.loads(config_file.read_text())
+    return _converter_for(hf_config.get("model_type"), config_file).config_from_hf(hf_config)
+
+
 def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = False, **overrides):
     """Build our model from a Hugging Face (or our own, same layout) checkpoint folder, in eval mode.
 

@@ -210,7 +210,7 @@ def classification_loss(logits, labels, num_labels: int):
     """Regression (MSE) when there is one output, else single-label cross-entropy (as transformers)."""
     if num_labels == 1:
         return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-    return F.cross_entropy(logits.float().view(-1, num_labels), labels.view(-1), ignore_index=-100)
+    return F.cross_entropy(logits.float().reshape(-1, num_labels), labels.reshape(-1), ignore_index=-100)
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
