@@ -25,11 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
-import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -38,103 +34,9 @@ import warnings
 import torch
 
 import transformerkit as tk
+from common import best_limits, finish_info, fmt_time, load_line, measure_limits, paired, run_info
 
 PROMPT_LEN = 32
-
-
-# --- timing -----------------------------------------------------------------------------------------
-
-def summary(times: list[float]) -> dict:
-    med = statistics.median(times)
-    return {"median": med, "min": min(times), "max": max(times),
-            "mad": statistics.median(abs(t - med) for t in times), "n": len(times), "all": times}
-
-
-def paired(ours, theirs, repeats: int, warmup: int) -> dict:
-    """Time two callables alternately: ours first on even repeats, theirs first on odd ones."""
-    for _ in range(warmup):
-        ours()
-        theirs()
-    t_ours, t_theirs = [], []
-    for r in range(repeats):
-        order = [(ours, t_ours), (theirs, t_theirs)]
-        for fn, sink in (order if r % 2 == 0 else order[::-1]):
-            start = time.perf_counter()
-            fn()
-            sink.append(time.perf_counter() - start)
-    ratios = [b / a for a, b in zip(t_ours, t_theirs)]
-    # ratio_best: best repeat against best repeat. Noise on a shared machine only ever adds time (and
-    # here it often adds whole seconds to a training step), so this one is the least disturbed by it.
-    return {"ours": summary(t_ours), "transformers": summary(t_theirs),
-            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "ratio_best": min(t_theirs) / min(t_ours)}
-
-
-def others_cpu_use(seconds: float = 1.0) -> float | None:
-    """Fraction of all cores busy over `seconds` while this process sleeps: the load other processes put
-    on the machine (Linux /proc/stat; None elsewhere)."""
-    def read():
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return values[3] + values[4], sum(values)          # idle + iowait, total
-    try:
-        idle0, total0 = read()
-        time.sleep(seconds)
-        idle1, total1 = read()
-    except (OSError, ValueError, IndexError):
-        return None
-    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
-
-
-def best_of(fn, n: int) -> float:
-    fn()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-# --- the machine's limits -----------------------------------------------------------------------------
-
-def measure_limits(quick: bool) -> dict:
-    """Memory bandwidth and matmul FLOP/s with the same torch build and thread count as the models."""
-    n = 3 if quick else 5
-    limits = {}
-    limits.update(_stream_bandwidth(n))
-    limits.update(_gemv_bandwidth(n))
-    limits["memory_GBps"] = max(limits["copy_GBps"], limits["read_GBps"], limits["gemv_fp32_GBps"])
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        limits[f"matmul_{name}_GFLOPs"] = _matmul_flops(dtype, n + 2)
-    return limits
-
-
-def _stream_bandwidth(n: int) -> dict:
-    """Streams far larger than any cache (this VM reports a 480 MiB L3): 1 GiB each."""
-    a = torch.ones(256 * 2**20)                                      # 1 GiB fp32
-    b = torch.empty_like(a)
-    copy_s = best_of(lambda: b.copy_(a), n)
-    read_s = best_of(lambda: a.sum(), n)
-    return {"copy_GBps": 2 * a.numel() * 4 / copy_s / 1e9,          # bytes read + bytes written
-            "read_GBps": a.numel() * 4 / read_s / 1e9}
-
-
-def _gemv_bandwidth(n: int) -> dict:
-    """A matrix-vector product over a 1 GiB fp32 matrix (and its bf16 copy): how fast weights stream."""
-    W = torch.randn(16384, 16384)                                    # 1 GiB fp32, (out, in)
-    x = torch.randn(1, 16384)
-    fp32_s = best_of(lambda: torch.nn.functional.linear(x, W), n)
-    Wb, xb = W.bfloat16(), x.bfloat16()
-    bf16_s = best_of(lambda: torch.nn.functional.linear(xb, Wb), n)
-    return {"gemv_fp32_GBps": W.numel() * 4 / fp32_s / 1e9, "gemv_bf16_GBps": Wb.numel() * 2 / bf16_s / 1e9}
-
-
-def _matmul_flops(dtype: torch.dtype, n: int) -> float:
-    """GFLOP/s of a 2048^3 product, the size of the training step's big GEMMs."""
-    A = torch.randn(2048, 2048).to(dtype)
-    B = torch.randn(2048, 2048).to(dtype)
-    return 2 * 2048**3 / best_of(lambda: A @ B, n) / 1e9
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -219,10 +121,6 @@ def training_case(ours, theirs, batch: int, seq: int, dtype, repeats: int, warmu
 
 # --- reporting -----------------------------------------------------------------------------------------
 
-def fmt_time(s: float) -> str:
-    return f"{s * 1e3:.0f} ms" if s < 10 else f"{s:.1f} s"
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer tokens, repeats and training tokens (under 2 minutes)")
@@ -248,25 +146,10 @@ def main(argv=None) -> dict:
     warmup = 1
     train_batch, train_seq = (2, 128) if quick else (4, 256)
 
-    import transformers
     started = time.time()
-    info = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": platform.processor() or platform.machine(),
-        "cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-        "others_cpu_use_start": others_cpu_use(), "load_average_start": os.getloadavg(),
-        "quick": quick, "repeats": repeats, "train_repeats": train_repeats, "warmup": warmup,
-        "new_tokens": new_tokens, "prompt_len": PROMPT_LEN, "train_batch": [train_batch, train_seq],
-        "packed_linears": not args.no_pack,
-    }
-    busy = info["others_cpu_use_start"]
-    print(f"transformerkit vs transformers {transformers.__version__}, torch {torch.__version__}, "
-          f"{info['cpu']}, {torch.get_num_threads()} threads; other processes use "
-          f"{'?' if busy is None else f'{busy:.0%}'} of the CPU")
-    if busy is not None and busy > 0.1:
-        print("note: other processes are using the cores, so absolute times are slow and noisy; the "
-              "interleaved ratios are the numbers to read (or run again on an idle machine)")
+    info = run_info(quick=quick, repeats=repeats, train_repeats=train_repeats, warmup=warmup,
+                    new_tokens=new_tokens, prompt_len=PROMPT_LEN, train_batch=[train_batch, train_seq],
+                    packed_linears=not args.no_pack)
 
     limits_start = measure_limits(quick)
     print("limits: " + ", ".join(f"{k} {v:.1f}" for k, v in limits_start.items()))
@@ -323,26 +206,20 @@ def main(argv=None) -> dict:
     del ours, theirs
     limits_end = measure_limits(quick)
     print("limits again: " + ", ".join(f"{k} {v:.1f}" for k, v in limits_end.items()))
-    limits = {k: max(limits_start[k], limits_end[k]) for k in limits_start}
+    limits = best_limits(limits_start, limits_end)
     for r in rows:
         if r["case"].startswith("generate"):
             r["ours_frac_of_memory_limit"] = r["ours_GBps"] / limits["memory_GBps"]
         else:
             r["ours_frac_of_matmul_limit"] = r["ours_GFLOPs"] / limits[f"matmul_{r['dtype']}_GFLOPs"]
 
-    info["load_average_end"] = os.getloadavg()
-    info["others_cpu_use_end"] = others_cpu_use()
-    info["wall_s"] = time.time() - started
+    finish_info(info, started)
     report = {"info": info, "limits": limits, "limits_start": limits_start, "limits_end": limits_end,
               "parity": parity, "n_params": n_params, "n_matmul_params": n_matmul,
               "train_flops_per_token": flops_per_token, "results": rows, "failures": failures}
     print()
     print(table(report))
-    def pct(x):
-        return "?" if x is None else f"{x:.0%}"
-    print(f"\nwall time {info['wall_s']:.0f} s; CPU used by other processes: {pct(info['others_cpu_use_start'])} "
-          f"before, {pct(info['others_cpu_use_end'])} after; load average {info['load_average_start'][0]:.2f} -> "
-          f"{info['load_average_end'][0]:.2f}")
+    print(f"\n{load_line(info)}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
@@ -350,17 +227,6 @@ def main(argv=None) -> dict:
     for f in failures:
         print(f"PARITY FAILURE: {f}")
     return report
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _rate(r, who) -> str:
