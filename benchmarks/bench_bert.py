@@ -5,28 +5,37 @@
 
 What is measured, on one batch of 8 sequences padded to 128 tokens (lengths drawn once, seed 0,
 between 64 and 128; right padding, attention_mask), each in fp32 and under bf16 autocast:
-  (a) inference: one forward of the sequence classifier, eval mode, under torch.no_grad
-  (b) fine-tuning: one step = forward with labels, backward, optimizer step, zero_grad (train mode,
-      BERT's dropout 0.1 on both)
+  (a) inference: one forward of the sequence classifier, eval mode, under torch.no_grad (and
+      torch.autocast for bf16), entered afresh for every call of either library
+  (a') the same, ours inside `packed_linears` (opt-in pre-packed weights, layers/packed.py), opened
+      once before the timed calls as an inference loop would; the time to open it is printed apart
+  (b) fine-tuning: one step = forward with labels, backward, optimizer step, zero_grad(set_to_none)
+      (train mode, BERT's dropout 0.1 on both; no gradient clipping on either)
 
 Both models hold the same random weights: transformers' BertForSequenceClassification is built with
 the bert-base preset's shape, saved to a temporary folder and loaded by `tk.load`. The script first
-checks that the fp32 logits of the two agree on the benchmark batch (max |diff| <= 1e-4).
-Optimizers: ours is the trainer's (`make_optimizer`: AdamW, fused kernel, weight decay on matrices);
-theirs is what `transformers.Trainer.create_optimizer` builds from the default `TrainingArguments`
-(read from the dataclass defaults: `optim="adamw_torch_fused"` on torch >= 2.8, i.e. torch.optim.AdamW
-with fused=True, lr 5e-5, weight decay 0.0, as that Trainer groups the parameters).
+checks that the fp32 logits of the two agree on the benchmark batch (max |diff| <= 1e-4), and stops
+if they do not. transformers runs its default attention (SDPA).
+Optimizers: ours is the trainer's (`make_optimizer` with the default TrainConfig: torch.optim.AdamW,
+fused=True, weight decay 0.1 on matrices); theirs is what `transformers.Trainer.create_optimizer` builds
+with the default `TrainingArguments` (read from the dataclass defaults, since TrainingArguments cannot be
+built without `accelerate`: optim="adamw_torch_fused" on torch >= 2.8, i.e. torch.optim.AdamW with
+fused=True, lr 5e-5, weight decay 0.0).
 Calls of the two libraries are interleaved (the order alternating every repeat) after a warm-up, so
-that the noise of a shared machine falls on both alike. Reported: median, min, max and MAD of each, and
-the ratio transformers / ours (> 1: ours is faster), the median of the per-repeat ratios.
+that the noise of a shared machine falls on both alike; each timed call follows an untimed call of
+the same library (`paired(settle=True)`), so that neither is timed in the memory state the other left
+(it matters: see common.paired). Reported: median, min, max and MAD of each, and the ratio
+transformers / ours (> 1: ours is faster), the median of the per-repeat ratios.
 
 Limit, measured in the same run: matmul FLOP/s (fp32 and bf16, 2048^3) against the model's FLOPs for
-the case: 2 N per real token forward, 6 N for training (N: the encoder's matrix weights), plus the
-attention term 4 n_layer L d_model per token of a sequence of L real tokens (x3 for training).
+the case, counted on the real tokens (the useful work): 2 N per token forward, 6 N for training (N: the
+encoder's matrix weights), plus the attention term 4 n_layer L d_model per token of a sequence of L
+real tokens (x3 for training), plus pooler and classifier.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -39,6 +48,7 @@ import torch
 import transformerkit as tk
 from common import best_limits, finish_info, fmt_time, load_line, matmul_flops, measure_limits, paired, run_info
 from transformerkit.config import get_preset
+from transformerkit.layers.packed import packed_linears
 from transformerkit.training.trainer import TrainConfig, make_optimizer
 
 BATCH, SEQ, MIN_LEN = 8, 128, 64
@@ -61,9 +71,12 @@ def build_pair(tmp: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
         theirs = transformers.BertForSequenceClassification(hf_config).eval()
         theirs.save_pretrained(tmp)
         ours = tk.load(tmp).eval()
+    if type(ours).__name__ != "BertForSequenceClassification":
+        raise RuntimeError(f"tk.load gave {type(ours).__name__}, not BertForSequenceClassification")
     return ours, theirs
 
 
@@ -110,7 +123,9 @@ def transformers_trainer_optimizer(model) -> torch.optim.Optimizer:
 
 # --- cases ---------------------------------------------------------------------------------------------
 
-def inference_case(ours, theirs, batch, bf16: bool, repeats: int, warmup: int) -> dict:
+def inference_case(ours, theirs, batch, bf16: bool, repeats: int, warmup: int, packed: bool = False) -> dict:
+    """packed: ours runs inside `packed_linears` (opt-in pre-packed weights, layers/packed.py), opened
+    once for all repeats as an inference loop would; the time to open it is reported apart."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
 
     def forward(model):
@@ -121,7 +136,18 @@ def inference_case(ours, theirs, batch, bf16: bool, repeats: int, warmup: int) -
 
     ours.eval()
     theirs.eval()
-    return paired(forward(ours), forward(theirs), repeats, warmup)
+    if not packed:
+        return paired(forward(ours), forward(theirs), repeats, warmup, settle=True)
+    with contextlib.ExitStack() as stack:
+        # Opened under autocast (which picks the packed dtype) but not kept inside it: an autocast
+        # region left open across calls caches its casts of the weights, for transformers too.
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            start = time.perf_counter()
+            stack.enter_context(packed_linears(ours, rows=int(batch["attention_mask"].sum())))
+            pack_s = time.perf_counter() - start
+        timing = paired(forward(ours), forward(theirs), repeats, warmup, settle=True)
+    timing["packing_s"] = pack_s
+    return timing
 
 
 def training_case(ours, theirs, opts, batch, bf16: bool, repeats: int, warmup: int) -> dict:
@@ -136,7 +162,7 @@ def training_case(ours, theirs, opts, batch, bf16: bool, repeats: int, warmup: i
 
     ours.train()
     theirs.train()
-    timing = paired(step(ours, opts["ours"]), step(theirs, opts["theirs"]), repeats, warmup)
+    timing = paired(step(ours, opts["ours"]), step(theirs, opts["theirs"]), repeats, warmup, settle=True)
     ours.eval()
     theirs.eval()
     return timing
@@ -160,17 +186,17 @@ def model_flops(config, lengths: torch.Tensor, num_labels: int) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats (about 1.5 minutes)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats: 5 for inference, 3 for training (about 2 minutes)")
     p.add_argument("--out", help="write all numbers to this JSON file")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="timed repeats per case (default 9 for inference, 7 for training; quick 5 and 3)")
+                   help="timed repeats per case (default 11 for inference, 9 for training; quick 5 and 3)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     quick = args.quick
-    repeats = args.repeats or (5 if quick else 9)
-    train_repeats = args.repeats or (3 if quick else 7)
+    repeats = args.repeats or (5 if quick else 11)
+    train_repeats = args.repeats or (3 if quick else 9)
     warmup = 1
 
     started = time.time()
@@ -200,11 +226,13 @@ def main(argv=None) -> dict:
     flops = model_flops(ours.config, lengths, ours.config.num_labels)
 
     rows = []
-    for dname in ("fp32", "bf16"):
-        r = inference_case(ours, theirs, batch, dname == "bf16", repeats, warmup)
-        r.update(case="inference", dtype=dname, flops=flops["forward_real"], flops_padded=flops["forward_padded"])
-        rows.append(r)
-        _print_row(r)
+    for packed in (False, True):
+        for dname in ("fp32", "bf16"):
+            r = inference_case(ours, theirs, batch, dname == "bf16", repeats, warmup, packed)
+            r.update(case="inference, packed" if packed else "inference", dtype=dname,
+                     flops=flops["forward_real"], flops_padded=flops["forward_padded"])
+            rows.append(r)
+            _print_row(r)
     opts = {"ours": make_optimizer(ours, TrainConfig(), torch.device("cpu")),
             "theirs": transformers_trainer_optimizer(theirs)}
     info["optimizers"] = {k: f"{type(o).__name__}(fused={o.defaults.get('fused')}, lr={o.defaults['lr']}, "
@@ -241,8 +269,8 @@ def main(argv=None) -> dict:
 
 
 def _limits(quick: bool) -> dict:
-    """Matmul FLOP/s at 2048^3 (the machine's limit), and at the shape of BERT's largest product here
-    (the real tokens x 768 x 3072, the FFN's first matrix) for reference."""
+    """Matmul FLOP/s at 2048^3 (the machine's limit), and for reference at the feed-forward's shape
+    (768 x 768 by 768 x 3072)."""
     limits = measure_limits(quick, bandwidth=False)
     n = 3 if quick else 5
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
@@ -251,9 +279,10 @@ def _limits(quick: bool) -> dict:
 
 
 def _print_row(r) -> None:
-    print(f"  {r['case']:<15} {r['dtype']}: ours {fmt_time(r['ours']['median']):>8}  transformers "
+    print(f"  {r['case']:<17} {r['dtype']}: ours {fmt_time(r['ours']['median']):>8}  transformers "
           f"{fmt_time(r['transformers']['median']):>8}  ratio {r['ratio']:.2f} "
-          f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}, best/best {r['ratio_best']:.2f})", flush=True)
+          f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}, best/best {r['ratio_best']:.2f})"
+          + (f"  (packing once: {fmt_time(r['packing_s'])})" if "packing_s" in r else ""), flush=True)
 
 
 def table(report) -> str:

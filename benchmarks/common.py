@@ -23,8 +23,14 @@ def summary(times: list[float]) -> dict:
             "mad": statistics.median(abs(t - med) for t in times), "n": len(times), "all": times}
 
 
-def paired(ours, theirs, repeats: int, warmup: int) -> dict:
-    """Time two callables alternately: ours first on even repeats, theirs first on odd ones."""
+def paired(ours, theirs, repeats: int, warmup: int, settle: bool = False) -> dict:
+    """Time two callables alternately: ours first on even repeats, theirs first on odd ones.
+
+    settle: run each callable once, untimed, right before each of its timed calls, so that it is timed
+    in the state its own previous call left rather than the other one's. Needed where the two allocate
+    differently: right after a BERT-base training step of one library, the other's step page-faults
+    up to 5x more (memory the allocator gave back to the system) and takes up to 1 s longer.
+    """
     for _ in range(warmup):
         ours()
         theirs()
@@ -32,6 +38,8 @@ def paired(ours, theirs, repeats: int, warmup: int) -> dict:
     for r in range(repeats):
         order = [(ours, t_ours), (theirs, t_theirs)]
         for fn, sink in (order if r % 2 == 0 else order[::-1]):
+            if settle:
+                fn()
             start = time.perf_counter()
             fn()
             sink.append(time.perf_counter() - start)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import KVCache, MultiHeadAttention
+from .attention import KVCache, MultiHeadAttention, Unpadded
+from .dropout import Dropout
 from .feedforward import FeedForward
 from .norms import make_norm
 
@@ -24,20 +25,25 @@ class EncoderBlock(nn.Module):
         self.self_attn_norm = make_norm(config)
         self.ffn = FeedForward(config)
         self.ffn_norm = make_norm(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
-    def residual(self, x: torch.Tensor, norm: nn.Module, sublayer) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x + Dropout(Sublayer(Norm(x))) for pre-norm, Norm(x + Dropout(Sublayer(x))) for post-norm."""
+    def residual(self, x: torch.Tensor, norm: nn.Module, sublayer,
+                 rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x + Dropout(Sublayer(Norm(x))) for pre-norm, Norm(x + Dropout(Sublayer(x))) for post-norm.
+        rows: (N,) bool, when the sublayer returns the outputs of these rows of x only."""
         out = sublayer(norm(x) if self.pre_norm else x)
         y, weights = out if isinstance(out, tuple) else (out, None)
-        x = x + self.dropout(y)
+        x = (x if rows is None else x[rows]) + self.dropout(y)
         return (x if self.pre_norm else norm(x)), weights
 
     def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False,
-                cache: KVCache | None = None, need_weights: bool = False):
-        """x: (B, T, C). Returns (x, {"self": weights or None})."""
+                cache: KVCache | None = None, need_weights: bool = False, unpadded: Unpadded | None = None):
+        """x: (B, T, C), or the packed tokens (N, C) of a padded batch with `unpadded`; then the
+        output is (N, C), or (M, C) for the M queries of `unpadded.only(...)`.
+        Returns (x, {"self": weights or None})."""
         x, w_self = self.residual(x, self.self_attn_norm, lambda h: self.self_attn(
-            h, attn_mask=attn_mask, is_causal=is_causal, cache=cache, need_weights=need_weights))
+            h, attn_mask=attn_mask, is_causal=is_causal, cache=cache, need_weights=need_weights,
+            unpadded=unpadded), rows=unpadded.queries if unpadded is not None else None)
         x, _ = self.residual(x, self.ffn_norm, self.ffn)
         return x, {"self": w_self}
 

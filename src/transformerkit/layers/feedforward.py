@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import Dropout
+
 ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,                                          # exact erf form (BERT)
@@ -30,7 +32,7 @@ class FeedForward(nn.Module):
         self.w_1 = nn.Linear(C, d_ff, bias=bias)
         self.w_gate = nn.Linear(C, d_ff, bias=bias) if self.gated else None
         self.w_2 = nn.Linear(d_ff, C, bias=bias)
-        self.dropout = nn.Dropout(config.activation_dropout)
+        self.dropout = Dropout(config.activation_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
         h = self.act(self.w_1(x))                     # (B, T, d_ff)

@@ -19,13 +19,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import EncoderBlock, build_attention_mask, make_norm
+from ..layers import EncoderBlock, Unpadded, build_attention_mask, make_norm
+from ..layers.dropout import Dropout
 from ..layers.feedforward import activation_fn
 from .base import Model, ModelOutput
 
 
 @dataclass
 class BertOutput(ModelOutput):
+    """`hidden_states` (B, T, C) holds every final state for the bare encoder and the per-token heads.
+    The heads that read a few positions (sequence classification and multiple choice: [CLS]; MLM and
+    pretraining given labels: the masked positions and [CLS]) skip the padding and compute only those
+    positions in the last block (BertBody's `read`): their other states are zeros."""
+
     pooler_output: torch.Tensor | None = None            # (B, C): tanh(W h[CLS] + b)
     seq_relationship_logits: torch.Tensor | None = None  # (B, 2): NSP, 0 = "B follows A"
     start_logits: torch.Tensor | None = None             # (B, T): extractive QA
@@ -42,7 +48,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position, C)
         self.token_type_embeddings = nn.Embedding(config.extra.get("type_vocab_size", 2), C)
         self.norm = make_norm(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None):
         B, T = input_ids.shape
@@ -67,8 +73,15 @@ class BertBody(nn.Module):
         self.pooler = nn.Linear(config.d_model, config.d_model) if pooler else None
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                need_weights: bool = False):
-        """attention_mask: (B, T), 1 for real tokens, 0 for [PAD] (never attended to)."""
+                need_weights: bool = False, read: torch.Tensor | None = None):
+        """attention_mask: (B, T), 1 for real tokens, 0 for [PAD] (never attended to).
+
+        read: (B, T) bool, the positions whose final states the caller reads (the pooler's position 0,
+        the masked positions of MLM). Given, the blocks run on the real tokens only, packed (padding
+        is skipped), the last block computes the positions read only, and the returned states are
+        zeros elsewhere. None, or need_weights: every position is computed, padding included, as
+        transformers does.
+        """
         B, T = input_ids.shape
         if T > self.config.max_position:
             raise ConfigError(f"{T} tokens do not fit the model's {self.config.max_position} positions; "
@@ -78,12 +91,28 @@ class BertBody(nn.Module):
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None
         mask, _ = build_attention_mask(T, T, key_padding=attention_mask, device=input_ids.device)
+        unpadded = None
+        if read is not None and not need_weights:
+            real = attention_mask.bool() if attention_mask is not None else torch.ones_like(read)
+            unpadded = Unpadded(real | read, real=real)
+            x = unpadded.pack(x)                                                      # (N, C)
         attentions = []
-        for block in self.encoder:
-            x, weights = block(x, attn_mask=mask, need_weights=need_weights)
+        for i, block in enumerate(self.encoder):
+            if unpadded is not None and i == len(self.encoder) - 1:
+                unpadded = unpadded.only(read)   # the last block: outputs at the positions read only
+            x, weights = block(x, attn_mask=mask, need_weights=need_weights, unpadded=unpadded)
             attentions.append(weights)
+        if unpadded is not None:
+            x = unpadded.unpack(x)                                                    # (B, T, C)
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, C)
         return x, pooled, (attentions if need_weights else None)
+
+
+def first_position(input_ids: torch.Tensor) -> torch.Tensor:
+    """(..., T) -> (B, T) bool, True at position 0 only: what the pooler reads ([CLS])."""
+    read = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device).flatten(0, -2)
+    read[:, 0] = True
+    return read
 
 
 class BertPreTrainedModel(Model):
@@ -164,9 +193,11 @@ class BertForMaskedLM(BertPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 need_weights: bool = False) -> BertOutput:
-        x, _, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights)
+        # Given labels, only the masked positions are read: the padding need not be computed.
+        picked = labels != -100 if labels is not None else None                     # (B, T)
+        x, _, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights,
+                                     read=picked)
         if labels is not None:   # only the masked positions need the vocabulary-sized projection
-            picked = labels != -100                                                  # (B, T)
             logits = self.mlm(x[picked])                                             # (P, V)
             loss = F.cross_entropy(logits.float(), labels[picked]) if picked.any() else logits.sum() * 0
             return BertOutput(logits=logits, loss=loss, hidden_states=x, attentions=attentions)
@@ -189,12 +220,13 @@ class BertForPreTraining(BertPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 next_sentence_label=None, need_weights: bool = False) -> BertOutput:
-        x, pooled, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
-                                               need_weights)
+        # Given labels, only the masked positions and [CLS] are read: the padding need not be computed.
+        picked = labels != -100 if labels is not None else None                     # (B, T)
+        x, pooled, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights,
+                                          read=None if picked is None else picked | first_position(input_ids))
         nsp_logits = self.nsp(pooled)                                                # (B, 2)
         loss = None
         if labels is not None:
-            picked = labels != -100
             logits = self.mlm(x[picked])                                             # (P, V)
             loss = F.cross_entropy(logits.float(), labels[picked]) if picked.any() else logits.sum() * 0
         else:
@@ -221,14 +253,15 @@ class BertForSequenceClassification(BertPreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.bert = BertBody(config, pooler=True)
-        self.dropout = nn.Dropout(config.extra.get("classifier_dropout") or config.dropout)
+        self.dropout = Dropout(config.extra.get("classifier_dropout") or config.dropout)
         self.classifier = nn.Linear(config.d_model, config.num_labels)
         self._finish()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 need_weights: bool = False) -> BertOutput:
+        # Only the pooled [CLS] is read: padding is skipped, and the last block computes [CLS] only.
         x, pooled, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
-                                               need_weights)
+                                          need_weights, read=first_position(input_ids))
         logits = self.classifier(self.dropout(pooled))                               # (B, num_labels)
         loss = classification_loss(logits, labels, self.config.num_labels) if labels is not None else None
         return BertOutput(logits=logits, loss=loss, hidden_states=x, pooler_output=pooled, attentions=attentions)
@@ -243,7 +276,7 @@ class BertForTokenClassification(BertPreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.bert = BertBody(config, pooler=False)
-        self.dropout = nn.Dropout(config.extra.get("classifier_dropout") or config.dropout)
+        self.dropout = Dropout(config.extra.get("classifier_dropout") or config.dropout)
         self.classifier = nn.Linear(config.d_model, config.num_labels)
         self._finish()
 
@@ -312,7 +345,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.bert = BertBody(config, pooler=True)
-        self.dropout = nn.Dropout(config.extra.get("classifier_dropout") or config.dropout)
+        self.dropout = Dropout(config.extra.get("classifier_dropout") or config.dropout)
         self.classifier = nn.Linear(config.d_model, 1)
         self._finish()
 
@@ -324,7 +357,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
             return None if t is None else t.reshape(B * N, -1)
 
         x, pooled, attentions = self.bert(flat(input_ids), flat(attention_mask), flat(token_type_ids),
-                                               flat(position_ids), need_weights)
+                                          flat(position_ids), need_weights, read=first_position(input_ids))
         logits = self.classifier(self.dropout(pooled)).view(B, N)                    # (B, num_choices)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return BertOutput(logits=logits, loss=loss, hidden_states=x, pooler_output=pooled, attentions=attentions)
