@@ -46,7 +46,8 @@ import warnings
 import torch
 
 import transformerkit as tk
-from common import best_limits, finish_info, fmt_time, load_line, matmul_flops, measure_limits, paired, run_info
+from common import (best_limits, finish_info, fmt_time, load_line, matmul_flops, measure_limits, paired, ratio_text,
+                    run_info)
 from transformerkit.config import get_preset
 from transformerkit.layers.packed import packed_linears
 from transformerkit.training.trainer import TrainConfig, make_optimizer
@@ -280,8 +281,7 @@ def _limits(quick: bool) -> dict:
 
 def _print_row(r) -> None:
     print(f"  {r['case']:<17} {r['dtype']}: ours {fmt_time(r['ours']['median']):>8}  transformers "
-          f"{fmt_time(r['transformers']['median']):>8}  ratio {r['ratio']:.2f} "
-          f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}, best/best {r['ratio_best']:.2f})"
+          f"{fmt_time(r['transformers']['median']):>8}  ratio {ratio_text(r)}"
           + (f"  (packing once: {fmt_time(r['packing_s'])})" if "packing_s" in r else ""), flush=True)
 
 
@@ -301,8 +301,7 @@ def table(report) -> str:
         limit = (f"{r['ours_GFLOPs']:.0f} GFLOP/s = {r['ours_frac_of_matmul_limit']:.0%}, "
                  f"{r['theirs_GFLOPs']:.0f} = {r['theirs_frac_of_matmul_limit']:.0%} "
                  f"of {lim['matmul_' + r['dtype'] + '_GFLOPs']:.0f}")
-        lines.append(f"| {r['case']} | {r['dtype']} | {cells[0]} | {cells[1]} | **{r['ratio']:.2f}** "
-                     f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}; best/best {r['ratio_best']:.2f}) "
+        lines.append(f"| {r['case']} | {r['dtype']} | {cells[0]} | {cells[1]} | {ratio_text(r)} "
                      f"| {verdict} | {limit} |")
     return "\n".join(lines)
 

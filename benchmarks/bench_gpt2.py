@@ -34,7 +34,7 @@ import warnings
 import torch
 
 import transformerkit as tk
-from common import best_limits, finish_info, fmt_time, load_line, measure_limits, paired, run_info
+from common import best_limits, finish_info, fmt_time, load_line, measure_limits, paired, ratio_text, run_info
 
 PROMPT_LEN = 32
 
@@ -272,8 +272,7 @@ def table(report) -> str:
                             else f" ({r['batch']}x{r['tokens'] // r['batch']})")
         eq = "" if not gen else ("; tokens equal" if r["tokens_equal"] else
                                  f"; tokens {r['tokens_agree_frac']:.0%} equal")
-        lines.append(f"| {name} | {r['dtype']} | {cells[0]} | {cells[1]} | {r['ratio']:.2f} "
-                     f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}; best/best {r['ratio_best']:.2f}){eq} "
+        lines.append(f"| {name} | {r['dtype']} | {cells[0]} | {cells[1]} | {ratio_text(r)}{eq} "
                      f"| >= {target} {verdict} | {limit} |")
     return "\n".join(lines)
 

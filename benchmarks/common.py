@@ -180,3 +180,8 @@ def load_line(info: dict) -> str:
 
 def fmt_time(s: float) -> str:
     return f"{s * 1e3:.0f} ms" if s < 10 else f"{s:.1f} s"
+
+
+def ratio_text(r: dict) -> str:
+    """A paired result's ratio with its spread: "1.27 (1.20-1.31; best/best 1.28)"."""
+    return f"{r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}; best/best {r['ratio_best']:.2f})"

@@ -282,3 +282,9 @@ def test_cls_pooling_is_the_first_state_and_bad_pooling_is_refused(minilm):
         assert torch.allclose(vec[0], ours(**enc).hidden_states[0, 0], atol=1e-6)
     with pytest.raises(ConfigError, match="pooling"):
         tk.embed(ours, tok, ["x"], pooling="max")
+
+
+def test_an_asset_name_loads_its_weights_and_an_asset_without_weights_is_refused():
+    assert tk.load("minilm-l6").num_parameters() == 22_713_216
+    with pytest.raises(CheckpointError, match="holds no model weights"):
+        tk.load("gpt2-vocab")

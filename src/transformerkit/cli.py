@@ -183,14 +183,11 @@ def add_fill_mask(sub) -> None:
 
 
 def cmd_embed(args) -> None:
-    import json as _json
-
     from . import load, load_tokenizer
     from .inference import embed, similarity
     from .interop import resolve_checkpoint
 
-    assets = _assets()
-    folder = assets[args.model]() if args.model in assets else resolve_checkpoint(args.model)
+    folder = resolve_checkpoint(args.model)   # a folder, a run folder, or an asset with weights
     model, tok = load(folder, task="base"), load_tokenizer(args.tokenizer or folder)
     texts = list(args.text)
     if args.file:
@@ -205,13 +202,7 @@ def cmd_embed(args) -> None:
         return
     vectors = embed(model, tok, texts, pooling=args.pooling, normalize=not args.no_normalize)
     for text, vector in zip(texts, vectors.tolist()):
-        print(_json.dumps({"text": text, "embedding": [round(x, 6) for x in vector]}))
-
-
-def _assets():
-    from .assets import CATALOG, fetch
-
-    return {name: (lambda name=name: fetch(name)) for name in CATALOG}
+        print(json.dumps({"text": text, "embedding": [round(x, 6) for x in vector]}))
 
 
 def add_embed(sub) -> None:

@@ -106,8 +106,17 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
-    """The folder holding config.json: the folder itself, a run folder's checkpoint/, or a hub id's download."""
+    """The folder holding config.json: the folder itself, a run folder's checkpoint/, a catalog asset that
+    ships weights (minilm-l6), or a hub id's download."""
+    from ..assets import CATALOG, fetch
+
     path = Path(path_or_id).expanduser()
+    if not path.exists() and str(path_or_id) in CATALOG:
+        folder = fetch(str(path_or_id))
+        if (folder / "config.json").exists():
+            return folder
+        raise CheckpointError(f"the asset {path_or_id!r} holds no model weights (no config.json); "
+                              "pass a checkpoint folder or an asset with weights such as minilm-l6")
     if path.is_dir():
         # A training run folder holds its latest checkpoint in checkpoint/.
         if not (path / "config.json").exists() and (path / "checkpoint" / "config.json").exists():
@@ -132,13 +141,18 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
 
 def checkpoint_config(path_or_id) -> tuple[ModelConfig, str]:
     """(our config, our task) of a checkpoint folder, read from its config.json without loading weights."""
-    directory = resolve_checkpoint(path_or_id)
+    return _read_config(resolve_checkpoint(path_or_id))[1:]
+
+
+def _read_config(directory: Path) -> tuple[Converter, ModelConfig, str]:
+    """The converter for a checkpoint folder's config.json, and what it makes of it: (our config, task)."""
     config_file = directory / "config.json"
     if not config_file.exists():
         raise CheckpointError(f"{directory}: no config.json; a checkpoint folder holds config.json and "
                               "model.safetensors")
     hf_config = json.loads(config_file.read_text())
-    return _converter_for(hf_config.get("model_type"), config_file).config_from_hf(hf_config)
+    conv = _converter_for(hf_config.get("model_type"), config_file)
+    return (conv, *conv.config_from_hf(hf_config))
 
 
 def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = False, **overrides):
@@ -151,13 +165,7 @@ def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = Fals
     from ..models import build  # interop sits above models
 
     directory = resolve_checkpoint(path_or_id)
-    config_file = directory / "config.json"
-    if not config_file.exists():
-        raise CheckpointError(f"{directory}: no config.json; a checkpoint folder holds config.json and "
-                              "model.safetensors")
-    hf_config = json.loads(config_file.read_text())
-    conv = _converter_for(hf_config.get("model_type"), config_file)
-    config, default_task = conv.config_from_hf(hf_config)
+    conv, config, default_task = _read_config(directory)
     model = build(config.replace(**overrides) if overrides else config, task=task or default_task)
     load_state_into(model, read_state_dict(directory), conv, where=directory, fresh_head=fresh_head,
                     other_task=task not in (None, default_task))

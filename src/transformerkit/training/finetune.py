@@ -40,12 +40,8 @@ def resolve_source(model: str, scratch: bool = False) -> Path | None:
     such as minilm-l6), or None when it is a preset to build fresh (always with `scratch`)."""
     if scratch:
         return None
-    if Path(model).is_dir():
+    if Path(model).exists() or (model in CATALOG and (fetch(model) / "config.json").exists()):
         return resolve_checkpoint(model)
-    if model in CATALOG:
-        folder = fetch(model)
-        if (folder / "config.json").exists():
-            return folder
     return None
 
 
