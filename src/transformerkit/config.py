@@ -42,13 +42,16 @@ class ModelConfig(DictMixin):
     d_head: int = 0               # 0 means d_model // n_head
     d_ff: int = 3072
     max_position: int = 1024      # context length (learned/sinusoidal tables)
-    activation: str = "gelu_tanh"  # relu | gelu | gelu_tanh | gated-gelu | gated-relu
+    activation: str = "gelu_tanh"  # relu | gelu | gelu_tanh | silu | gated-gelu | gated-gelu_tanh | gated-relu
     norm: str = "layernorm"       # layernorm | rmsnorm
     norm_position: str = "pre"    # pre (GPT-2, T5) | post (GPT-1, BERT, original Transformer)
     norm_eps: float = 1e-5
     final_norm: bool = True       # a norm after the last block (pre-norm stacks need it)
     bias: bool = True             # biases in linear layers and norms
     positions: str = "learned"    # learned | sinusoidal | relative | none
+    position_offset: int = 0      # learned tables keep this many unused rows first (BART: 2)
+    scale_embeddings: bool = False  # token embeddings times sqrt(d_model) (Vaswani et al. §3.4)
+    embedding_norm: bool = False  # a norm on the summed embeddings (BERT, BART)
     scale_attention: bool = True  # divide scores by sqrt(d_head); T5 folds it into the init
     relative_buckets: int = 32
     relative_max_distance: int = 128
@@ -60,6 +63,8 @@ class ModelConfig(DictMixin):
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    decoder_start_token_id: int | None = None  # encoder-decoders: the first decoder input
+    label_smoothing: float = 0.0  # of the LM loss (the original Transformer: 0.1, §5.4)
     num_labels: int = 2           # classification heads
     label_names: list = field(default_factory=list)  # one name per label (saved as id2label); [] = LABEL_i
     extra: dict = field(default_factory=dict)  # family-specific settings with no shared meaning
@@ -76,7 +81,7 @@ class ModelConfig(DictMixin):
         for name, allowed in (("norm", ("layernorm", "rmsnorm")),
                               ("norm_position", ("pre", "post")),
                               ("positions", ("learned", "sinusoidal", "relative", "none")),
-                              ("activation", ("relu", "gelu", "gelu_tanh", "gated-gelu", "gated-relu"))):
+                              ("activation", ("relu", "gelu", "gelu_tanh", "silu", "gated-gelu", "gated-gelu_tanh", "gated-relu"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
 
@@ -147,6 +152,28 @@ PRESETS.update({
     # all-MiniLM-L6-v2's shape (the minilm-l6 asset): 384 wide, 6 layers, 12 heads of 32.
     "minilm-l6": lambda: _bert(384, 6, 12),
     "bert-tiny": lambda: _bert(64, 2, 4).replace(max_position=128),
+})
+
+
+def _rnn(d_model, n_layer, embedding_dim, cell="gru", attention="bahdanau", bidirectional=True,
+         vocab_size=8000, **kw) -> ModelConfig:
+    """Seq2seq RNN with attention (Bahdanau et al. 2015; Luong et al. 2015): d_model is the RNNs' hidden
+    size (per encoder direction), the rest of the family's settings sit in `extra` (models/seq2seq_rnn.py).
+    No Transformer blocks: n_head, d_ff and positions are unused. [PAD] 0, [BOS] 1 (the decoder's start
+    token), [EOS] 2; input and output embeddings untied, as in the papers. Weights N(0, 0.05^2), about the spread
+    of Luong et al.'s U(-0.1, 0.1) (Bahdanau's N(0, 0.01^2) suits 1000-wide layers and learns slowly at these)."""
+    return ModelConfig(family="seq2seq_rnn", vocab_size=vocab_size, d_model=d_model, n_layer=n_layer,
+                       n_decoder_layer=n_layer, n_head=1, d_ff=0, positions="none", tie_embeddings=False,
+                       dropout=0.1, attn_dropout=0.0, init_std=0.05, pad_token_id=0, bos_token_id=1,
+                       eos_token_id=2, decoder_start_token_id=1,
+                       extra={"cell": cell, "bidirectional": bidirectional, "attention": attention,
+                              "teacher_forcing": 1.0, "embedding_dim": embedding_dim}, **kw)
+
+
+PRESETS.update({
+    # A small Bahdanau-style GRU translator (about 8.3M parameters with an 8,000-token vocabulary).
+    "rnn-attention": lambda: _rnn(256, 1, 256),
+    "rnn-tiny": lambda: _rnn(32, 1, 16, vocab_size=128).replace(init_std=0.1),
 })
 
 

@@ -48,6 +48,7 @@ class Converter:
     accepts: Callable[[ModelConfig], bool] = lambda config: True   # which of a family's configs it writes
     ignored: tuple[str, ...] = ()     # their names (regexes) that hold no weights of ours (copies, buffers)
     base_task: str | None = None      # our task whose checkpoint is their bare base model (names unprefixed)
+    save_tied: bool = False           # also write the copies of tied weights (theirs may be untied by config)
 
     def to_theirs(self, name: str, config: ModelConfig) -> list[str]:
         """Their name(s) for our tensor `name`: one, or several stacked along dim 0."""
@@ -197,7 +198,7 @@ def load_state_into(model, theirs: dict[str, torch.Tensor], conv: Converter, whe
     model has no place for are left out instead of being an error.
     Returns our names of the tensors left freshly initialised.
     """
-    theirs = {k: v for k, v in theirs.items() if not conv.is_ignored(k)}
+    everything, theirs = theirs, {k: v for k, v in theirs.items() if not conv.is_ignored(k)}
     tied = _tied_names(model)
     head = tuple(getattr(model, "head_modules", ()))
     new_state, missing, misshaped, used, fresh, not_fitting = {}, [], [], set(), [], []
@@ -224,8 +225,8 @@ def load_state_into(model, theirs: dict[str, torch.Tensor], conv: Converter, whe
             (missing if problem[0] == "missing" else misshaped).append(problem[1])
             not_fitting.append(name)
     tied_their_names = {t for n in tied for t in conv.to_theirs(n, model.config)}
+    problems = _untied_copies(model, everything, conv, new_state)
     unexpected = [] if other_task else sorted(set(theirs) - used - tied_their_names)
-    problems = []
     if missing:
         problems.append(f"missing tensors: {', '.join(missing)}")
     if unexpected:
@@ -243,6 +244,23 @@ def load_state_into(model, theirs: dict[str, torch.Tensor], conv: Converter, whe
     return fresh
 
 
+def _untied_copies(model, theirs: dict, conv: Converter, new_state: dict) -> list[str]:
+    """A weight we tie (the token table as encoder, decoder and output embedding) that the checkpoint
+    holds as different tensors cannot be loaded as one: say so rather than keep one copy silently."""
+    primary = {id(p): n for n, p in model.named_parameters()}
+    problems = []
+    for name, p in model.named_parameters(remove_duplicate=False):
+        source = primary[id(p)]
+        if name == source or source not in new_state:
+            continue
+        for their_name in conv.to_theirs(name, model.config):
+            found = _find(theirs, their_name, conv)
+            if found is not None and not torch.equal(theirs[found].to(new_state[source].dtype), new_state[source]):
+                problems.append(f"{found} differs from the weight we tie it to ({source}); load with "
+                                "tie_embeddings=False if the model has an untied output layer")
+    return problems
+
+
 def save_pretrained(model, directory) -> None:
     """Write config.json + model.safetensors so `transformers` (and `load_pretrained`) can read them.
 
@@ -251,19 +269,18 @@ def save_pretrained(model, directory) -> None:
     """
     task = _task_of(model)
     conv = next((c for c in CONVERTERS.values() if c.family == model.config.family and c.accepts(model.config)),
-                None)
-    if conv is None:
-        raise CheckpointError(f"no Hugging Face converter for model family {model.config.family!r}")
+                NATIVE)
     tied = _tied_names(model)
     theirs = {}
     for name, tensor in model.state_dict().items():
-        if name in tied:
+        if name in tied and not conv.save_tied:
             continue
         their_names = conv.to_theirs(name, model.config)
         if task == conv.base_task:
             their_names = [t.removeprefix(conv.body_prefix) for t in their_names]
         for their_name, value in zip(their_names, tensor.detach().chunk(len(their_names))):
-            theirs[their_name] = (value.t() if conv.is_transposed(their_name) else value).contiguous().cpu()
+            theirs[their_name] = (value.t() if conv.is_transposed(their_name) else value).cpu().clone(
+                memory_format=torch.contiguous_format)   # own storage: tied copies may be saved twice
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=directory))
@@ -274,6 +291,16 @@ def save_pretrained(model, directory) -> None:
             os.replace(tmp / name, directory / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Models that `transformers` has no class for (the seq2seq RNN, a Transformer with the paper's interleaved
+# positions) are saved in the same layout with our own names and config: model_type "transformerkit".
+NATIVE = Converter(
+    family="*", model_types=("transformerkit",),
+    config_from_hf=lambda hf: (ModelConfig.from_dict(hf["config"]), hf["task"]),
+    config_to_hf=lambda config, task: {"model_type": "transformerkit", "task": task, "config": config.to_dict()},
+    rename=[(r"(.*)", r"\1")])
+register(NATIVE)
 
 
 def labels_to_hf(config: ModelConfig) -> dict:

@@ -15,7 +15,8 @@ from .dropout import Dropout
 ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,                                          # exact erf form (BERT)
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),    # the tanh approximation (GPT-1, GPT-2)
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),    # the tanh approximation (GPT-1, GPT-2, T5 v1.1)
+    "silu": F.silu,                                          # swish (OPUS-MT's Marian models)
 }
 
 

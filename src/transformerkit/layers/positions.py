@@ -13,26 +13,30 @@ import torch
 from torch import nn
 
 
-def sinusoidal_table(n_positions: int, d_model: int) -> torch.Tensor:
+def sinusoidal_table(n_positions: int, d_model: int, interleaved: bool = True) -> torch.Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d)),  PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
 
-    Interleaved sin/cos exactly as the paper writes it. Returns (n_positions, d_model).
+    Interleaved sin/cos exactly as the paper writes it, or (interleaved=False) all sines then all
+    cosines, the layout of tensor2tensor and Marian: the same numbers, channels permuted.
+    Returns (n_positions, d_model).
     """
     position = torch.arange(n_positions, dtype=torch.float64)[:, None]           # (P, 1)
     inv_freq = torch.pow(10000.0, -torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (d/2,)
     angles = position * inv_freq                                                  # (P, d/2)
     table = torch.zeros(n_positions, d_model, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(angles)
-    table[:, 1::2] = torch.cos(angles[:, : d_model // 2])
+    sin_part, cos_part = (slice(0, None, 2), slice(1, None, 2)) if interleaved else \
+        (slice(0, angles.shape[1]), slice(angles.shape[1], None))
+    table[:, sin_part] = torch.sin(angles)
+    table[:, cos_part] = torch.cos(angles[:, : d_model // 2])
     return table.float()
 
 
 class SinusoidalPositions(nn.Module):
     """Fixed encodings looked up by position id; a buffer, not a parameter (never saved)."""
 
-    def __init__(self, n_positions: int, d_model: int):
+    def __init__(self, n_positions: int, d_model: int, interleaved: bool = True):
         super().__init__()
-        self.register_buffer("table", sinusoidal_table(n_positions, d_model), persistent=False)
+        self.register_buffer("table", sinusoidal_table(n_positions, d_model, interleaved), persistent=False)
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, C)
         return self.table[position_ids]

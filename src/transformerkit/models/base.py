@@ -19,6 +19,8 @@ class ModelOutput:
     loss: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None  # last layer, (B, T, C)
     attentions: list[dict] | None = None      # per layer {"self": (B, H, T, S), "cross": ...} when asked
+    encoder_hidden_states: torch.Tensor | None = None  # encoder-decoders: the encoder output (B, S, C)
+    encoder_attentions: list[dict] | None = None        # encoder-decoders: per encoder layer {"self": ...}
 
 
 @dataclass
@@ -27,8 +29,10 @@ class DecodeState:
 
     key_padding is (B, max_len), True for real tokens, covering prompt and generated tokens;
     None when no row has padding. memory/memory_mask hold the encoder output of encoder-decoders.
+    A recurrent decoder has no KV cache (cache=None) and keeps its hidden state in `extra`; every
+    tensor in `extra` is batch-first and follows the beams.
     """
-    cache: KVCache
+    cache: KVCache | None
     key_padding: torch.Tensor | None = None
     memory: torch.Tensor | None = None
     memory_mask: torch.Tensor | None = None
@@ -36,11 +40,15 @@ class DecodeState:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows `index` (beam search)."""
-        self.cache.reorder(index)
+        if self.cache is not None:
+            self.cache.reorder(index)
         for name in ("key_padding", "memory", "memory_mask"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value.index_select(0, index))
+        for name, value in self.extra.items():
+            if isinstance(value, torch.Tensor):
+                self.extra[name] = value.index_select(0, index)
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
