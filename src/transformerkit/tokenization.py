@@ -479,6 +479,62 @@ def train_wordpiece(
     return Tokenizer(backend, **BERT_SPECIAL_TOKENS)
 
 
+def train_joint_tokenizer(
+    pairs: Iterable[tuple[str, str]], vocab_size: int, *, min_frequency: int = 2
+) -> Tokenizer:
+    """Train one subword vocabulary on both sides of translation pairs, shared by encoder and decoder.
+
+    One vocabulary for both languages lets the model tie its embeddings and copy names
+    and numbers across. See `train_subword_tokenizer` for the vocabulary itself.
+    """
+    sides: list[str] = [side for pair in pairs for side in pair]
+    if not any(side.strip() for side in sides):
+        raise DataError("No text to train on: pass (source, target) pairs with words in them, e.g. data.train.")
+    return train_subword_tokenizer(sides, vocab_size, min_frequency=min_frequency)
+
+
+def train_subword_tokenizer(
+    texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2, extra_special_tokens: Sequence[str] = ()
+) -> Tokenizer:
+    """Train a BPE vocabulary for encoder-decoders (translation, T5 and BART pretraining).
+
+    Ids 0..3 are ``<pad>``, ``<s>``, ``</s>``, ``<unk>``, then ``extra_special_tokens`` (T5's
+    sentinels ``<extra_id_i>``, BART's ``<mask>``), which are matched whole in the text;
+    ``encode`` adds none of them (the objectives put ``<s>`` / ``</s>`` where they need).
+
+    Words are cut at spaces and each piece of a word after a space starts with ``▁``
+    (SentencePiece's Metaspace), so ``decode`` puts back exactly the spaces of the text and
+    none before punctuation ("tierra." stays "tierra."), unlike WordPiece. The alphabet is
+    characters, not bytes: "á", "ñ", "¿" are single symbols (a byte-level BPE would spend
+    two tokens on each and could emit half a character); a character never seen in
+    training becomes ``<unk>``. Text is NFC-normalised, so a decomposed "á" (a + accent)
+    encodes as the composed one.
+    """
+    specials = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    reserved = len(specials) + len(extra_special_tokens)
+    if vocab_size <= reserved:
+        raise ConfigError(
+            f"vocab_size={vocab_size} is too small: the {reserved} special tokens take that much already. "
+            "Ask for a few thousand (8,000 suits a Bible-sized corpus)."
+        )
+    backend = tokenizers.Tokenizer(models.BPE(unk_token=specials["unk_token"]))
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[AddedToken(t, special=True, normalized=False)
+                        for t in [*specials.values(), *extra_special_tokens]],
+        show_progress=False,
+    )
+    texts = list(texts)
+    if not any(text.strip() for text in texts):
+        raise DataError("No text to train a tokenizer on; give a corpus with words in it.")
+    backend.train_from_iterator(texts, trainer=trainer)
+    return Tokenizer(backend, **specials)
+
+
 def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
     """A tokenizer by name or location.
 
