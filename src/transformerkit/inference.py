@@ -2,6 +2,7 @@
 fine-tuned heads. What `tkit embed`, `tkit fill-mask` and `tkit finetune`'s evaluation call."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -91,3 +92,47 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[list[tuple[st
     top = probs.topk(top_k, dim=-1)
     return [[(tokenizer.decode([i]).strip(), p) for i, p in zip(ids.tolist(), ps.tolist())]
             for ids, ps in zip(top.indices, top.values)]
+
+
+@torch.no_grad()
+def fill_in(model, tokenizer, text: str, max_new_tokens: int = 64, num_beams: int = 1) -> str:
+    """Fill the masked spans of `text` with a denoising encoder-decoder, returning the whole text.
+
+    T5 (span corruption): `text` holds sentinels <extra_id_0>, <extra_id_1>, ...; the decoder writes
+    each sentinel followed by its span, and each sentinel in `text` is replaced by its span.
+    BART (text infilling): `text` holds <mask> tokens, each standing for a span of any length (also
+    none); the decoder writes the whole text again, which is returned.
+    """
+    from .generation import generate
+
+    if not model.is_encoder_decoder or model.config.family not in ("t5", "bart"):
+        raise ConfigError(f"{type(model).__name__} is not a denoising encoder-decoder; fill-in needs T5 or BART")
+    marker = "<extra_id_0>" if model.config.family == "t5" else "<mask>"
+    if marker not in text:
+        raise DataError(f"no {marker} in {text!r}; put one where a span should be filled in")
+    # Encode the text between the markers on its own: the markers stand where whole words were cut out,
+    # so no word-boundary piece may sit next to them (as none did in training).
+    ids = []
+    for piece in re.split(r"(<extra_id_\d+>|<mask>)", text):
+        marker_id = tokenizer.backend.token_to_id(piece) if piece.startswith("<") else None
+        ids += [marker_id] if marker_id is not None else tokenizer.encode(piece.strip(), add_special_tokens=False)
+    ids.append(tokenizer.eos_token_id)
+    if model.config.family == "bart" and tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id] + ids                      # BART's rows are <s> text </s>
+        # BART writes the whole text again: room for the text and what its masks hide.
+        max_new_tokens = min(max_new_tokens, len(ids) + 8)
+    model.eval()
+    device = next(model.parameters()).device
+    out = generate(model, torch.tensor([ids], device=device), max_new_tokens=max_new_tokens, num_beams=num_beams,
+                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)[0, 1:].tolist()
+    if model.config.family == "bart":
+        return " ".join(tokenizer.decode(out, skip_special_tokens=True).split())
+    # T5: "<extra_id_0> span 0 <extra_id_1> span 1 ... </s>" -> put span i where sentinel i is.
+    written = tokenizer.decode(out, skip_special_tokens=False)
+    filled = text
+    for i in range(text.count("<extra_id_")):
+        start, end = f"<extra_id_{i}>", f"<extra_id_{i + 1}>"
+        span = written.split(start, 1)[1] if start in written else ""
+        span = span.split(end, 1)[0].split(tokenizer.eos_token or "</s>", 1)[0].strip()
+        filled = filled.replace(start, span, 1)
+    return " ".join(filled.split())

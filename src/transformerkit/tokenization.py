@@ -502,7 +502,7 @@ def train_subword_tokenizer(
     sentinels ``<extra_id_i>``, BART's ``<mask>``), which are matched whole in the text;
     ``encode`` adds none of them (the objectives put ``<s>`` / ``</s>`` where they need).
 
-    Words are cut at spaces and each piece of a word after a space starts with ``▁``
+    Words are cut at spaces and line breaks; the piece of a word after a space starts with ``▁``
     (SentencePiece's Metaspace), so ``decode`` puts back exactly the spaces of the text and
     none before punctuation ("tierra." stays "tierra."), unlike WordPiece. The alphabet is
     characters, not bytes: "á", "ñ", "¿" are single symbols (a byte-level BPE would spend
@@ -519,8 +519,12 @@ def train_subword_tokenizer(
         )
     backend = tokenizers.Tokenizer(models.BPE(unk_token=specials["unk_token"]))
     backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    # A line break is a piece of its own (else ".\nthe" becomes one token); the word after it has no
+    # space before it, so only the text's first word gets a ▁ prepended ("first"), and decoding is exact.
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")])
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,

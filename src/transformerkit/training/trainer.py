@@ -65,6 +65,7 @@ class TrainConfig(DictMixin):
     seed: int = 1337
     device: str = "auto"          # auto (cuda if available) | cpu | cuda | cuda:N
     out_dir: str = "runs/train"
+    time_limit: float = 0.0       # stop after this many seconds of training (0: none): equal budgets
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -474,7 +475,7 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
     tokens_per_step = config.batch_size * config.block_size
     log_time, log_tokens = time.perf_counter(), 0
     try:
-        while run.step < config.max_steps:
+        while run.step < config.max_steps and not (config.time_limit and run.elapsed() >= config.time_limit):
             run.pending_loss += step_fn(run.step)
             run.pending_steps += 1
             run.step += 1
@@ -512,7 +513,7 @@ def _log(out_dir: Path, row: dict) -> None:
 def _warn_changed(saved: dict, config: TrainConfig) -> None:
     """Changing settings other than length and reporting breaks the match with an uninterrupted run."""
     harmless = {"max_steps", "eval_interval", "log_interval", "save_interval", "eval_batches", "out_dir",
-                "device", "compile"}
+                "device", "compile", "time_limit"}
     saved = {**saved, "betas": tuple(saved.get("betas", ()))}
     changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in config.to_dict().items()
                if k not in harmless and saved.get(k) != v]
