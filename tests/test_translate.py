@@ -97,9 +97,15 @@ class _PadTok:
                 for t in texts]
 
 
-def test_a_gpt_is_not_a_translator(tmp_path, toy_pairs):
+def test_a_gpt_is_not_a_translator(tmp_path, toy_pairs, capsys):
     with pytest.raises(ConfigError, match="needs an encoder-decoder"):
         train_translation("gpt2-tiny", str(toy_pairs), _config(tmp_path))
+    # a decoder-only checkpoint is neither loaded as an encoder-decoder nor used to translate
+    tk.build("gpt2-tiny").save_pretrained(tmp_path / "gpt")
+    with pytest.raises(ConfigError, match="no 'seq2seq' model for family 'gpt'"):
+        tk.load(tmp_path / "gpt", task="seq2seq")
+    assert main(["translate", str(tmp_path / "gpt"), "hello"]) == 1
+    assert "translation needs an encoder-decoder" in capsys.readouterr().err
 
 
 def test_cross_attention_plot(trained, tmp_path):
@@ -114,3 +120,19 @@ def test_cross_attention_plot(trained, tmp_path):
     assert weights[:3, :3].argmax(-1).tolist() == [0, 1, 2]
     files = plot_alignment(weights, src, tgt, tmp_path / "align.png", title="toy")
     assert [f.suffix for f in files] == [".png", ".svg"] and all(f.stat().st_size > 1000 for f in files)
+
+
+def test_length_buckets_cover_each_epoch_with_similar_lengths():
+    from transformerkit.training.translate import LengthBuckets
+
+    lengths = torch.randint(1, 100, (1000,), generator=torch.Generator().manual_seed(0))
+    sampler = LengthBuckets(lengths, batch_size=10, seed=3, pool=10)
+    epoch = torch.stack([sampler(step) for step in range(100)])                  # 100 batches of 10
+    assert epoch.unique().numel() == 1000                                       # every pair once
+    spread = (lengths[epoch].max(1).values - lengths[epoch].min(1).values).float().mean()
+    random_spread = (lengths.view(100, 10).max(1).values - lengths.view(100, 10).min(1).values).float().mean()
+    assert spread < random_spread / 4                                           # little padding
+    assert torch.equal(LengthBuckets(lengths, 10, seed=3, pool=10)(57), sampler(57))   # a pure function
+    assert not torch.equal(sampler(100 + 5), sampler(5))                        # a new order each epoch
+    with pytest.raises(DataError, match="fewer than one batch"):
+        LengthBuckets(lengths[:5], batch_size=10, seed=0)

@@ -69,15 +69,7 @@ class _SplitData(Generic[Example]):
 
     def summary_table(self) -> str:
         """``summary()`` as a plain-text table with a total column, for printing."""
-        summary = self.summary()
-        rows = list(summary["train"])
-        width = max(len(row) for row in rows)
-        lines = [f"{self.name}: {self._count_caption()}",
-                 f"{'':<{width}} " + " ".join(f"{s:>7}" for s in (*SPLIT_NAMES, "total"))]
-        for row in rows:
-            values = [summary[split][row] for split in SPLIT_NAMES]
-            lines.append(f"{row:<{width}} " + " ".join(f"{v:>7,}" for v in (*values, sum(values))))
-        return "\n".join(lines)
+        return split_table(f"{self.name}: {self._count_caption()}", self.summary(), column_width=7)
 
     def _counted_labels(self, example: Example) -> Iterable[str]:
         raise NotImplementedError
@@ -123,6 +115,17 @@ class TaggingData(_SplitData[TaggedExample]):
 
     def _count_caption(self) -> str:
         return "sentences, then entities per type"
+
+
+def split_table(title: str, summary: dict[str, dict[str, int]], column_width: int) -> str:
+    """A per-split summary ({split: {row: count}}) as a plain-text table with a total column."""
+    rows = list(summary["train"])
+    width = max(len(row) for row in rows)
+    lines = [title, f"{'':<{width}} " + " ".join(f"{s:>{column_width}}" for s in (*SPLIT_NAMES, "total"))]
+    for row in rows:
+        values = [summary[split][row] for split in SPLIT_NAMES]
+        lines.append(f"{row:<{width}} " + " ".join(f"{v:>{column_width},}" for v in (*values, sum(values))))
+    return "\n".join(lines)
 
 
 def entity_types_of(tags: Sequence[str]) -> list[str]:

@@ -28,7 +28,7 @@ from os import PathLike
 from pathlib import Path
 
 from transformerkit.assets import fetch
-from transformerkit.data.labelled import SPLIT_NAMES, _read_nonempty, split_indices, text_key
+from transformerkit.data.labelled import SPLIT_NAMES, _read_nonempty, split_indices, split_table, text_key
 from transformerkit.data.sword import Verse, read_ztext
 from transformerkit.errors import ConfigError, DataError
 from transformerkit.tokenization import train_joint_tokenizer  # noqa: F401  (re-exported: data + its tokenizer)
@@ -73,16 +73,8 @@ class ParallelData:
 
     def summary_table(self) -> str:
         """``summary()`` as a plain-text table with a total column, then the notes, for printing."""
-        summary = self.summary()
-        rows = list(summary["train"])
-        width = max(len(row) for row in rows)
-        lines = [f"{self.name}: {self.source_lang} -> {self.target_lang}",
-                 f"{'':<{width}} " + " ".join(f"{s:>9}" for s in (*SPLIT_NAMES, "total"))]
-        for row in rows:
-            values = [summary[split][row] for split in SPLIT_NAMES]
-            lines.append(f"{row:<{width}} " + " ".join(f"{v:>9,}" for v in (*values, sum(values))))
-        lines += [f"{key}: {value}" for key, value in self.notes.items()]
-        return "\n".join(lines)
+        table = split_table(f"{self.name}: {self.source_lang} -> {self.target_lang}", self.summary(), column_width=9)
+        return "\n".join([table, *(f"{key}: {value}" for key, value in self.notes.items())])
 
 
 # ---------------------------------------------------------------- bible-en-es

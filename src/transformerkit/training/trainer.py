@@ -380,7 +380,8 @@ def _restore(state: dict, optimizer, config: TrainConfig, ddp: Distributed, devi
 def train(model, train_blocks: torch.Tensor, valid_blocks: torch.Tensor | None, config: TrainConfig,
           resume: bool = False, tokenizer=None, extra_files: dict | None = None,
           make_batch: Callable[[torch.Tensor], dict] | None = None,
-          make_valid_batch: Callable[[torch.Tensor], dict] | None = None) -> dict:
+          make_valid_batch: Callable[[torch.Tensor], dict] | None = None,
+          sample_batch: Callable[[int], torch.Tensor] | None = None) -> dict:
     """Train `model` on rows of `train_blocks` for config.max_steps optimizer steps.
 
     train_blocks / valid_blocks: (N, block_size + 1) token ids for the default causal-LM
@@ -389,20 +390,22 @@ def train(model, train_blocks: torch.Tensor, valid_blocks: torch.Tensor | None, 
     ({file name: str or bytes}) are written into every checkpoint. make_valid_batch (default
     make_batch) must be deterministic, e.g. masked-LM validation with fixed masks, so validation
     losses compare across steps and validating draws nothing from the training run's RNG.
+    sample_batch(step) -> (batch_size,) row indices replaces the uniform `batch_indices`; it must be
+    a pure function of the step too (translation batches pairs of similar length this way).
     Returns a summary dict.
     Under torchrun, call it in every process; only rank 0 writes files.
     """
     ddp, device = setup(config.device)
     try:
         return _train(model, train_blocks, valid_blocks, config, resume, tokenizer, extra_files, make_batch,
-                      make_valid_batch, ddp, device)
+                      make_valid_batch, sample_batch, ddp, device)
     finally:
         if ddp.owns_group:
             dist.destroy_process_group()
 
 
 def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, tokenizer, extra_files, make_batch,
-           make_valid_batch, ddp: Distributed, device: torch.device) -> dict:
+           make_valid_batch, sample_batch, ddp: Distributed, device: torch.device) -> dict:
     out_dir = Path(config.out_dir)
     _check_inputs(model, train_blocks, valid_blocks, config, extra_files, make_batch is None, ddp.world_size)
     make_batch = make_batch or causal_lm_batch
@@ -433,22 +436,27 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
         lr = learning_rate(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        rows = train_blocks[batch_indices(step, config.batch_size, len(train_blocks), config.seed)
+        indices = sample_batch(step) if sample_batch is not None else \
+            batch_indices(step, config.batch_size, len(train_blocks), config.seed)
+        rows = train_blocks[indices
                             [ddp.rank * per_rank:(ddp.rank + 1) * per_rank]]   # (per_rank, T + 1)
         total = torch.zeros((), device=device)
+        tokens = torch.zeros((), dtype=torch.long, device=device)
         for i, chunk in enumerate(rows.split(micro)):
             last = i == config.grad_accum - 1
             sync = wrapped.no_sync() if ddp.world_size > 1 and not last else nullcontext()
             with sync:
+                batch = make_batch(chunk.to(device, torch.long))
+                tokens += batch_tokens(batch, model.is_encoder_decoder, default=chunk.shape[0] * config.block_size)
                 with autocast:
-                    loss = wrapped(**make_batch(chunk.to(device, torch.long))).loss / config.grad_accum
+                    loss = wrapped(**batch).loss / config.grad_accum
                 loss.backward()
             total += loss.detach()
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return total
+        return total, tokens
 
     def validate() -> None:
         if valid_blocks is None or (run.val_history and run.val_history[-1][0] == run.step):
@@ -460,6 +468,7 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
             bar.write(f"step {run.step}: val_loss {val:.4f}")
 
     def checkpoint() -> None:
+        count_tokens()
         run.pending_loss = ddp.mean(run.pending_loss)        # same on every process, so resume is exact
         rngs = [_rng_state(device)]
         if ddp.world_size > 1:
@@ -472,23 +481,31 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
             }, tokenizer, extra_files)
         run.saved_step = run.step
 
-    tokens_per_step = config.batch_size * config.block_size
-    log_time, log_tokens = time.perf_counter(), 0
+    log_time = time.perf_counter()
+    pending_tokens = torch.zeros((), dtype=torch.long, device=device)   # read at log time: no sync per step
+
+    def count_tokens() -> int:
+        """Tokens (all processes) since the last call, added to the run's count."""
+        n = int(ddp.mean(pending_tokens.double()).item() * ddp.world_size)
+        pending_tokens.zero_()
+        run.tokens += n
+        return n
+
     try:
         while run.step < config.max_steps and not (config.time_limit and run.elapsed() >= config.time_limit):
-            run.pending_loss += step_fn(run.step)
+            loss, tokens = step_fn(run.step)
+            run.pending_loss += loss
+            pending_tokens.add_(tokens)
             run.pending_steps += 1
             run.step += 1
-            run.tokens += tokens_per_step
-            log_tokens += tokens_per_step
             bar.update(1)
             if run.step % config.log_interval == 0:
                 loss = (ddp.mean(run.pending_loss) / run.pending_steps).item()
                 now = time.perf_counter()
-                tokens_per_s = log_tokens / max(now - log_time, 1e-9)
+                tokens_per_s = count_tokens() / max(now - log_time, 1e-9)
                 run.history.append([run.step, loss])
                 run.pending_loss.zero_()
-                run.pending_steps, log_time, log_tokens = 0, now, 0
+                run.pending_steps, log_time = 0, now
                 if ddp.is_main:
                     _log(out_dir, {"step": run.step, "loss": loss, "lr": learning_rate(run.step - 1, config),
                                    "tokens_per_s": tokens_per_s, "elapsed": run.elapsed()})
@@ -503,6 +520,19 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
     finally:
         bar.close()
     return run.summary(out_dir)
+
+
+def batch_tokens(batch: dict, encoder_decoder: bool, default: int) -> torch.Tensor | int:
+    """Tokens a batch really holds, for tokens/s: its real (unpadded) input tokens, plus for an
+    encoder-decoder the target tokens; `default` (rows x block_size) when it has no attention mask."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return default
+    n = mask.sum()
+    labels = batch.get("labels")
+    if encoder_decoder and labels is not None:
+        n = n + (labels != -100).sum()
+    return n
 
 
 def _log(out_dir: Path, row: dict) -> None:

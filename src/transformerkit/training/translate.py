@@ -71,6 +71,12 @@ def pair_rows(pairs: list[tuple[str, str]], tok: Tokenizer, max_length: int, pre
     return rows, cut_s + cut_t
 
 
+def pair_lengths(rows: torch.Tensor, max_length: int, pad_id: int) -> torch.Tensor:
+    """The longer side of each pair of `pair_rows`, in tokens: what its batch is padded to."""
+    real = rows != pad_id
+    return torch.maximum(real[:, :max_length].sum(1), real[:, max_length:].sum(1))
+
+
 class PairBatches:
     """make_batch for the trainer: split rows into source and target, cut the padding columns no row
     of the batch uses, and turn target padding into ignored labels (the model shifts them right)."""
@@ -84,6 +90,35 @@ class PairBatches:
         src_len, tgt_len = int(mask.sum(1).max()), int((tgt != self.pad_id).sum(1).max())
         labels = tgt[:, :tgt_len].masked_fill(tgt[:, :tgt_len] == self.pad_id, IGNORE)
         return {"input_ids": src[:, :src_len], "attention_mask": mask[:, :src_len].long(), "labels": labels}
+
+
+class LengthBuckets:
+    """Batches of pairs of about the same length ("sentence pairs were batched together by approximate
+    sequence length", Vaswani et al. §5.1), so a batch pads little: a pool of `pool` batches' worth of
+    shuffled pairs is sorted by length and cut into batches, whose order is shuffled again. Epoch e's
+    batches are a pure function of (seed, e), so a resumed run draws the same ones."""
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, seed: int, pool: int = 50):
+        if len(lengths) < batch_size:
+            raise DataError(f"{len(lengths)} training pairs are fewer than one batch of {batch_size}; "
+                            "lower the batch size or add data")
+        self.lengths, self.batch_size, self.seed, self.pool = lengths, batch_size, seed, pool
+        self.per_epoch = len(lengths) // batch_size
+        self._epoch, self._batches = -1, None
+
+    def __call__(self, step: int) -> torch.Tensor:                                # (batch_size,) row indices
+        epoch, i = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, self._batches_of(epoch)
+        return self._batches[i]
+
+    def _batches_of(self, epoch: int) -> torch.Tensor:                           # (per_epoch, batch_size)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.lengths), generator=g)[:self.per_epoch * self.batch_size]
+        pools = order.split(self.pool * self.batch_size)
+        order = torch.cat([p[self.lengths[p].argsort(stable=True)] for p in pools])
+        batches = order.view(self.per_epoch, self.batch_size)
+        return batches[torch.randperm(self.per_epoch, generator=g)]
 
 
 def prepare_translation_model(model: str | ModelConfig, tok: Tokenizer, max_length: int, overrides: dict | None):
@@ -136,6 +171,8 @@ def train_translation(model: str | ModelConfig, data: str, config: TrainConfig =
                 "max_length": max_length}
     summary = train(net, rows["train"], rows["valid"], config, resume=resume, tokenizer=tok,
                     make_batch=PairBatches(max_length, tok.pad_token_id),
+                    sample_batch=LengthBuckets(pair_lengths(rows["train"], max_length, tok.pad_token_id),
+                                               config.batch_size, config.seed),
                     extra_files={SETTINGS_FILE: json.dumps(settings, indent=2) + "\n"})
     test = dataset.splits[bleu_split]
     scored = bleu(net, tok, test, num_beams=num_beams, max_length=max_length, prefix=prefix)
