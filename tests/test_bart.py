@@ -10,6 +10,7 @@ import transformerkit as tk
 from transformerkit.errors import CheckpointError, ConfigError, GenerationError
 from transformerkit.interop.bart import bart_config_from_hf, bart_config_to_hf
 from transformerkit.models.bart import BART
+from seq2seq_parity import GENERATION_SETTINGS, generate_both
 
 transformers = pytest.importorskip("transformers")
 
@@ -176,19 +177,11 @@ def test_bare_bart_model_checkpoint_needs_fresh_head(tmp_path):
     assert diff.abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("settings", [
-    dict(num_beams=1),
-    dict(num_beams=4),
-    dict(num_beams=3, length_penalty=0.6, no_repeat_ngram_size=2),
-    dict(num_beams=4, early_stopping=True, length_penalty=2.0),
-])
+@pytest.mark.parametrize("settings", GENERATION_SETTINGS)
 def test_generation_equals_bart(pair, settings):
     model, ref, _ = pair
     ids, mask = _batch()
-    ours = tk.generate(model, ids, mask, max_new_tokens=12, eos_token_id=2, pad_token_id=1, **settings)
-    theirs = ref.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=2,
-                          pad_token_id=1, decoder_start_token_id=2, forced_bos_token_id=None,
-                          forced_eos_token_id=None, **settings)
+    ours, theirs = generate_both(model, ref, ids, mask, eos=2, pad=1, start=2, **settings)
     rows = ours.tolist()
     assert len(set(map(tuple, rows))) == len(rows), "rows should differ for the test to mean something"
     assert all(r[0] == 2 for r in rows)                                 # the decoder starts from </s>

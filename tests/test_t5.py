@@ -10,6 +10,7 @@ import transformerkit as tk
 from transformerkit.errors import CheckpointError, ConfigError
 from transformerkit.layers.positions import RelativePositionBias, relative_position_bucket
 from transformerkit.models.t5 import T5
+from seq2seq_parity import GENERATION_SETTINGS, generate_both
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()   # their note on loading an untied v1.1 head is expected here
@@ -204,18 +205,11 @@ def test_a_tied_unscaled_t5_of_transformers_5_loads_when_told_it_is_tied(tmp_pat
     assert diff.abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("settings", [
-    dict(num_beams=1),
-    dict(num_beams=4),
-    dict(num_beams=3, length_penalty=0.6, no_repeat_ngram_size=2),
-    dict(num_beams=4, early_stopping=True, length_penalty=2.0),
-])
+@pytest.mark.parametrize("settings", GENERATION_SETTINGS)
 def test_generation_equals_transformers(pair, settings):
     model, ref, _ = pair
     ids, mask = _batch()
-    ours = tk.generate(model, ids, mask, max_new_tokens=12, eos_token_id=1, pad_token_id=0, **settings)
-    theirs = ref.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=1,
-                          pad_token_id=0, decoder_start_token_id=0, **settings)
+    ours, theirs = generate_both(model, ref, ids, mask, eos=1, pad=0, start=0, **settings)
     assert len(set(map(tuple, ours.tolist()))) == 3, "rows should differ for the test to mean something"
     assert (ours[:, 0] == 0).all()
     assert ours.shape == theirs.shape

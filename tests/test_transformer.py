@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import transformerkit as tk
-from transformerkit.errors import CheckpointError, ConfigError, GenerationError
+from transformerkit.errors import ConfigError, GenerationError
 from transformerkit.models.transformer import Transformer
+from seq2seq_parity import GENERATION_SETTINGS, generate_both
 
 transformers = pytest.importorskip("transformers")
 
@@ -74,18 +74,11 @@ def test_their_random_weights_load_into_ours(tmp_path):
     assert diff.abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("settings", [
-    dict(num_beams=1),
-    dict(num_beams=4),
-    dict(num_beams=3, length_penalty=0.6, no_repeat_ngram_size=2),
-    dict(num_beams=4, early_stopping=True, length_penalty=2.0),
-])
+@pytest.mark.parametrize("settings", GENERATION_SETTINGS)
 def test_generation_equals_marian(pair, settings):
     model, ref, _ = pair
     ids, mask = _batch()
-    ours = tk.generate(model, ids, mask, max_new_tokens=12, eos_token_id=2, pad_token_id=0, **settings)
-    theirs = ref.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=2,
-                          pad_token_id=0, decoder_start_token_id=1, forced_eos_token_id=None, **settings)
+    ours, theirs = generate_both(model, ref, ids, mask, eos=2, pad=0, start=1, **settings)
     assert len(set(map(tuple, ours.tolist()))) > 1, "rows should differ for the test to mean something"
     assert torch.equal(ours, theirs)
 
