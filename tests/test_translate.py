@@ -97,6 +97,12 @@ class _PadTok:
                 for t in texts]
 
 
+def test_max_length_beyond_the_checkpoint_positions_is_refused(trained, toy_pairs, tmp_path):
+    _, run = trained
+    with pytest.raises(ConfigError, match="max_length=200 does not fit the model's 128 positions"):
+        train_translation(str(run / "checkpoint"), str(toy_pairs), _config(tmp_path), max_length=200)
+
+
 def test_a_gpt_is_not_a_translator(tmp_path, toy_pairs, capsys):
     with pytest.raises(ConfigError, match="needs an encoder-decoder"):
         train_translation("gpt2-tiny", str(toy_pairs), _config(tmp_path))

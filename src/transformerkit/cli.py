@@ -430,27 +430,10 @@ def cmd_data_fetch(args) -> None:
 
 
 def cmd_data_show(args) -> None:
-    from pathlib import Path
-
-    from .data.labelled import LOADERS, load_labelled
-    from .data.parallel import PARALLEL_LOADERS, load_parallel
+    from .data.parallel import load_split_data
 
     for name in args.names:
-        path = Path(name)
-        if name not in LOADERS and name not in PARALLEL_LOADERS and not path.exists():
-            raise ConfigError(f"{name!r} is neither a data set nor an existing file. Data sets: "
-                              f"{', '.join([*LOADERS, *PARALLEL_LOADERS])}; or pass a data file.")
-        is_pairs = name in PARALLEL_LOADERS or (
-            path.suffix.lower() == ".tsv" and path.is_file() and not _has_text_label_header(path))
-        data = load_parallel(name, seed=args.seed) if is_pairs else load_labelled(name, seed=args.seed)
-        print(data.summary_table())
-
-
-def _has_text_label_header(path) -> bool:
-    """A labelled .tsv names its ``text`` and ``label`` columns on line 1; a pairs .tsv has no header."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        header = {column.strip() for column in f.readline().split("\t")}
-    return {"text", "label"} <= header
+        print(load_split_data(name, seed=args.seed).summary_table())
 
 
 def add_data(sub) -> None:

@@ -28,7 +28,8 @@ from os import PathLike
 from pathlib import Path
 
 from transformerkit.assets import fetch
-from transformerkit.data.labelled import SPLIT_NAMES, _read_nonempty, split_indices, split_table, text_key
+from transformerkit.data.labelled import (LOADERS, SPLIT_NAMES, _read_nonempty, load_labelled, split_indices,
+                                          split_table, text_key)
 from transformerkit.data.sword import Verse, read_ztext
 from transformerkit.errors import ConfigError, DataError
 from transformerkit.tokenization import train_joint_tokenizer  # noqa: F401  (re-exported: data + its tokenizer)
@@ -317,3 +318,23 @@ def load_parallel(name_or_path: str | PathLike, seed: int = 0) -> ParallelData:
     splits = split_indices([text_key(source) for source, _ in pairs], [0] * len(pairs), seed)
     return ParallelData(str(path), "source", "target", *([pairs[i] for i in split] for split in splits),
                         notes={"split": f"80/10/10 by line, seed {seed}"})
+
+
+def load_split_data(name_or_path: str | PathLike, seed: int = 0):
+    """Any data set with fixed splits, by name or file: parallel pairs (bible-en-es, a .tsv of
+    source<TAB>target without header) or labelled data (bbc-news, ..., a file with text and label)."""
+    path = Path(name_or_path)
+    name = str(name_or_path)
+    if name not in LOADERS and name not in PARALLEL_LOADERS and not path.exists():
+        raise ConfigError(f"{name!r} is neither a data set nor an existing file. Data sets: "
+                          f"{', '.join([*LOADERS, *PARALLEL_LOADERS])}; or pass a data file.")
+    is_pairs = name in PARALLEL_LOADERS or (
+        path.suffix.lower() == ".tsv" and path.is_file() and not _has_text_label_header(path))
+    return load_parallel(name, seed=seed) if is_pairs else load_labelled(name, seed=seed)
+
+
+def _has_text_label_header(path: Path) -> bool:
+    """A labelled .tsv names its ``text`` and ``label`` columns on line 1; a pairs .tsv has no header."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = {column.strip() for column in f.readline().split("\t")}
+    return {"text", "label"} <= header

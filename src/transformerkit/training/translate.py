@@ -144,7 +144,7 @@ def train_translation(model: str | ModelConfig, data: str, config: TrainConfig =
     translate `data` ('bible-en-es' or a source<TAB>target file), then score BLEU on `bleu_split`.
 
     The joint tokenizer is trained on the training split (`vocab_size` tokens) unless `tokenizer`
-    names one. Pairs longer than `max_length` tokens on a side are truncated (counted in the summary).
+    names one or `model` is a checkpoint (its own). Pairs longer than `max_length` tokens on a side are truncated (counted in the summary).
     Writes OUT/checkpoint and OUT/results.json; returns the trainer's summary plus `bleu`,
     `parameters`, `truncated` and a few sample translations.
     """
@@ -157,10 +157,15 @@ def train_translation(model: str | ModelConfig, data: str, config: TrainConfig =
         tok = load_tokenizer(out_dir / "checkpoint")
     elif tokenizer is not None:
         tok = load_tokenizer(tokenizer)
+    elif isinstance(model, str) and Path(model).exists():          # go on training a checkpoint: its vocabulary
+        tok = load_tokenizer(resolve_checkpoint(model))
     else:
         tok = train_joint_tokenizer(dataset.splits["train"], vocab_size)
     net = load_pretrained(out_dir, **(overrides or {})).train() if resume else \
         prepare_translation_model(model, tok, max_length, overrides)
+    if net.config.positions in ("learned", "sinusoidal") and max_length + 1 > net.config.max_position:
+        raise ConfigError(f"max_length={max_length} does not fit the model's {net.config.max_position} positions "
+                          f"(the decoder also reads its start token); use max_length <= {net.config.max_position - 1}")
     prefix = task_prefix(net.config, dataset.source_lang, dataset.target_lang)
     rows, truncated = {}, 0
     for split in ("train", "valid"):
