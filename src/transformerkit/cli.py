@@ -456,11 +456,67 @@ def add_data(sub) -> None:
     w.set_defaults(func=cmd_data_show)
 
 
+# --- tkit viz -----------------------------------------------------------------------------------
+
+def cmd_viz(args) -> None:
+    if args.viz_command == "attention":
+        from . import load, load_tokenizer
+        from .viz import attention_maps, plot_attention
+
+        model, tok = load(args.checkpoint), load_tokenizer(args.checkpoint)
+        maps = attention_maps(model, tok, args.text, target=args.target, layers=args.layers)
+        kinds = ["self"] if maps.cross is None else ["cross", "self", "encoder"]
+        for kind in kinds:
+            out = args.out if kind == kinds[0] else args.out.with_name(f"{args.out.stem}-{kind}{args.out.suffix}")
+            for path in plot_attention(maps, None, out, kind=kind):
+                print(f"wrote {path}")
+    elif args.viz_command == "positions":
+        from .viz import plot_positions
+
+        for path in plot_positions(args.out, d_model=args.d_model, n_positions=args.positions):
+            print(f"wrote {path}")
+    else:
+        from .viz import plot_curves
+
+        out = args.out or (args.run_dir if args.run_dir.is_dir() else args.run_dir.parent) / "curves.png"
+        for path in plot_curves(args.run_dir, out):
+            print(f"wrote {path}")
+
+
+def add_viz(sub) -> None:
+    from pathlib import Path
+
+    p = sub.add_parser("viz", help="pictures: attention maps, position encodings, training curves",
+                       description="Draw a figure as FILE.png and FILE.svg (FILE's suffix is replaced).")
+    vsub = p.add_subparsers(dest="viz_command", required=True, metavar="{attention,positions,curves}")
+    a = vsub.add_parser("attention", help="attention heatmaps of a text, one row per layer, one column per head",
+                        description="Self-attention of an encoder (BERT) or decoder (GPT, causal); for an "
+                                    "encoder-decoder give --target: it is teacher-forced and the figure shows "
+                                    "the cross-attention (also writes FILE-self and FILE-encoder).")
+    a.add_argument("checkpoint", help="checkpoint folder (its tokenizer is loaded from it too)")
+    a.add_argument("text", help="the text to read (the source of an encoder-decoder)")
+    a.add_argument("--target", default=None, help="target text of an encoder-decoder (required for those)")
+    a.add_argument("--layers", type=int, nargs="+", default=None,
+                   help="layer indices to show (default: all; -1 the last)")
+    a.add_argument("--out", type=Path, default=Path("attention.png"), help="output file (default: attention.png)")
+    a.set_defaults(func=cmd_viz)
+    q = vsub.add_parser("positions", help="the sinusoidal position encoding and its similarity matrix PE PE^T")
+    q.add_argument("--d-model", type=int, default=128, help="encoding width (default: 128)")
+    q.add_argument("--positions", type=int, default=256, help="number of positions (default: 256)")
+    q.add_argument("--out", type=Path, default=Path("positions.png"), help="output file (default: positions.png)")
+    q.set_defaults(func=cmd_viz)
+    c = vsub.add_parser("curves", help="training and validation loss (and tokens/s, MFU) from a run folder",
+                        description="Read RUN_DIR/metrics.jsonl, which tkit train/pretrain/finetune write.")
+    c.add_argument("run_dir", type=Path, help="run folder (the --out of a training command) or its metrics.jsonl")
+    c.add_argument("--out", type=Path, default=None, help="output file (default: RUN_DIR/curves.png)")
+    c.set_defaults(func=cmd_viz)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tkit", description="transformerkit: the Transformer family from scratch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_train, add_translate, add_finetune, add_pretrain, add_generate, add_fill_mask, add_embed,
-                add_convert, add_info, add_data):
+                add_convert, add_info, add_data, add_viz):
         add(sub)
     return parser
 
