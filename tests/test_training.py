@@ -92,7 +92,7 @@ def test_metrics_rows_are_json_with_expected_keys(tmp_path):
     eval_rows = [r for r in rows if "val_loss" in r]
     assert [r["step"] for r in train_rows] == [2, 4, 6]
     assert [r["step"] for r in eval_rows] == [3, 6]                          # the final eval is not repeated
-    assert all(set(r) == {"step", "loss", "lr", "tokens_per_s", "elapsed"} for r in train_rows)
+    assert all(set(r) == {"step", "loss", "lr", "tokens_per_s", "elapsed", "mfu"} for r in train_rows)
     assert all(set(r) == {"step", "val_loss", "elapsed"} for r in eval_rows)
     assert all(math.isfinite(r["loss"]) and r["tokens_per_s"] > 0 for r in train_rows)
     assert summary["step"] == 6 and summary["val_loss"] == eval_rows[-1]["val_loss"]

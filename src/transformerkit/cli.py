@@ -456,6 +456,113 @@ def add_data(sub) -> None:
     w.set_defaults(func=cmd_data_show)
 
 
+# --- tkit analyze -------------------------------------------------------------------------------
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{n:,.0f} B"
+        n /= 1024
+
+
+def cmd_analyze(args) -> None:
+    from .analysis import HARDWARE, analyze, flops_share, measure_hardware
+
+    if args.measure_hardware:
+        hw = measure_hardware(seconds=args.measure_seconds)
+        print(f"{hw['source']}")
+        for dtype, value in hw["flops"].items():
+            print(f"  matmul {dtype}: {value / 1e12:,.2f} TFLOP/s")
+        print(f"  copy bandwidth: {hw['bandwidth'] / 1e9:,.1f} GB/s; memory {_bytes(hw['memory'])}")
+        return
+    if args.model is None:
+        raise ConfigError("give a preset name or checkpoint folder to analyze (or --measure-hardware)")
+    if args.hardware and args.hardware not in HARDWARE:
+        raise ConfigError(f"unknown hardware {args.hardware!r}; choose one of {', '.join(HARDWARE)}")
+    r = analyze(args.model, batch=args.batch, seq=args.seq, dtype=args.dtype, target_seq=args.target_seq)
+    if args.json:
+        ops = {phase: [{"name": o.name, "flops": o.flops, "bytes": o.bytes, "intensity": o.intensity}
+                       for o in ops] for phase, ops in r["operations"].items()}
+        print(json.dumps({**r, "operations": ops}, indent=2))
+    else:
+        _print_analysis(r)
+    hw = HARDWARE[args.hardware] if args.hardware else None
+    if hw is not None and hw["flops"].get(args.dtype):
+        print(f"{args.hardware} ridge point ({args.dtype}): {hw['flops'][args.dtype] / hw['bandwidth']:.1f} "
+              f"FLOP/byte ({hw['source']})")
+    if args.roofline:
+        from .viz import plot_roofline
+
+        if hw is None:
+            hw = measure_hardware(seconds=2.0)
+        hw = {**hw, "name": args.hardware or "this machine (measured)"}
+        dtype = args.dtype if hw["flops"].get(args.dtype) else next(iter(hw["flops"]))
+        for path in plot_roofline(r["operations"], hw, args.roofline, dtype=dtype,
+                                  title=f"{r['name']}, batch {r['batch']} x {r['seq']}, {dtype} on {hw['name']}"):
+            print(f"wrote {path}")
+    if args.flops_share:
+        from .viz import plot_flops_share
+
+        seqs = [2 ** k for k in range(4, 20) if 2 ** k <= r["seq"]] or [r["seq"]]
+        for path in plot_flops_share(flops_share(args.model, seqs), args.flops_share,
+                                     title=f"{r['name']}: FLOPs of one layer's training step"):
+            print(f"wrote {path}")
+
+
+def _print_analysis(r: dict) -> None:
+    shape = f"batch {r['batch']} x seq {r['seq']}" + (f" -> {r['target_seq']}" if "target_seq" in r else "")
+    print(f"{r['name']} ({r['family']}), {shape}, {r['dtype']}")
+    p = r["parameters"]
+    print(f"parameters: {p['total']:,}")
+    for key, value in p.items():
+        if key != "total" and value:
+            print(f"  {key:24s} {value:>16,}  {value / p['total']:6.1%}")
+    f = r["flops_per_token"]
+    if f is not None:
+        print("FLOPs per token (causal attention averaged; full square in brackets):")
+        print(f"  forward  {f['forward']:.4g} ({f['forward_full_attention']:.4g})")
+        six_n = f"; 6N = {f['kaplan_6n']:.4g}" if "kaplan_6n" in f else ""
+        print(f"  training {f['training']:.4g} ({f['training_full_attention']:.4g}){six_n}")
+    print("memory:")
+    for key, value in r["memory"].items():
+        print(f"  {key:38s} {_bytes(value):>14s}")
+    for phase, ops in r["operations"].items():
+        print(f"operations ({phase}, one layer, whole batch):")
+        print(f"  {'name':30s} {'FLOPs':>12s} {'bytes':>12s} {'FLOP/byte':>10s}")
+        for o in ops:
+            print(f"  {o.name:30s} {o.flops:12.4g} {o.bytes:12.4g} {o.intensity:10.1f}")
+
+
+def add_analyze(sub) -> None:
+    from pathlib import Path
+
+    p = sub.add_parser("analyze", help="parameters, FLOPs, memory, arithmetic intensity and roofline of a model",
+                       description="What a model costs, from its config: parameters by component, FLOPs per "
+                                   "token (forward and training = 3x forward), memory for AdamW training and "
+                                   "inference (weights, gradients, optimizer, activations, KV cache), and the "
+                                   "FLOPs, bytes and arithmetic intensity of each matmul of a training step and "
+                                   "of one decoding step; --roofline places them on a machine's roofline. "
+                                   "--measure-hardware measures this machine's matmul FLOP/s and memory "
+                                   "bandwidth instead.")
+    p.add_argument("model", nargs="?", help="preset name or checkpoint folder")
+    p.add_argument("--batch", type=int, default=1, help="sequences (default: 1)")
+    p.add_argument("--seq", type=int, help="tokens per sequence, source for encoder-decoders "
+                                          "(default: the model's context, 512 without a position table)")
+    p.add_argument("--target-seq", type=int, help="encoder-decoders: target tokens (default: as --seq)")
+    p.add_argument("--dtype", choices=["fp32", "tf32", "bf16", "fp16", "fp8"], default="bf16",
+                   help="bytes per value of weights and activations, and the compute roof (default: bf16)")
+    p.add_argument("--hardware", help="an accelerator of the table (A100-40GB, A100-80GB, H100-SXM, H100-PCIe, "
+                                      "H200, V100, A10, L4): its ridge point, and the roofline's roofs")
+    p.add_argument("--roofline", type=Path, metavar="FILE",
+                   help="draw the roofline (FILE.png + FILE.svg) of --hardware, or of this machine measured")
+    p.add_argument("--flops-share", type=Path, metavar="FILE",
+                   help="draw the share of attention vs feed-forward FLOPs as the sequence grows")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.add_argument("--measure-hardware", action="store_true", help="measure this machine's FLOP/s and bandwidth")
+    p.add_argument("--measure-seconds", type=float, default=5.0, help="time for --measure-hardware (default: 5)")
+    p.set_defaults(func=cmd_analyze)
+
+
 # --- tkit viz -----------------------------------------------------------------------------------
 
 def cmd_viz(args) -> None:
@@ -516,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tkit", description="transformerkit: the Transformer family from scratch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_train, add_translate, add_finetune, add_pretrain, add_generate, add_fill_mask, add_embed,
-                add_convert, add_info, add_data, add_viz):
+                add_convert, add_info, add_data, add_analyze, add_viz):
         add(sub)
     return parser
 

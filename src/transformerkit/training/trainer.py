@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..config import DictMixin
 from ..errors import CheckpointError, ConfigError, DataError
+from ..analysis.hardware import mfu
 from .schedule import SCHEDULES, learning_rate
 
 CHECKPOINT = "checkpoint"
@@ -66,6 +67,7 @@ class TrainConfig(DictMixin):
     device: str = "auto"          # auto (cuda if available) | cpu | cuda | cuda:N
     out_dir: str = "runs/train"
     time_limit: float = 0.0       # stop after this many seconds of training (0: none): equal budgets
+    peak_flops: float = 0.0       # hardware peak FLOP/s for MFU; 0: the datasheet's for a known GPU, else measured
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -77,6 +79,8 @@ class TrainConfig(DictMixin):
                      "eval_batches", "log_interval", "save_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)} must be at least 1")
+        if self.peak_flops < 0:
+            raise ConfigError(f"TrainConfig.peak_flops={self.peak_flops} must be >= 0 (0: look it up or measure)")
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"TrainConfig.batch_size={self.batch_size} is not divisible by "
                               f"grad_accum={self.grad_accum}; make it a multiple")
@@ -430,6 +434,7 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
         run = _restore(state, optimizer, config, ddp, device)
 
     bar = tqdm(total=config.max_steps, initial=run.step, disable=not ddp.is_main, dynamic_ncols=True)
+    flops_per_token, peak = _mfu_inputs(model, config, device)
 
     def step_fn(step: int) -> torch.Tensor:
         """One optimizer step; returns this process's mean micro-batch loss (detached)."""
@@ -507,9 +512,15 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
                 run.pending_loss.zero_()
                 run.pending_steps, log_time = 0, now
                 if ddp.is_main:
-                    _log(out_dir, {"step": run.step, "loss": loss, "lr": learning_rate(run.step - 1, config),
-                                   "tokens_per_s": tokens_per_s, "elapsed": run.elapsed()})
-                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+                    row = {"step": run.step, "loss": loss, "lr": learning_rate(run.step - 1, config),
+                           "tokens_per_s": tokens_per_s, "elapsed": run.elapsed()}
+                    postfix = {"loss": f"{loss:.4f}", "tok_s": f"{tokens_per_s:,.0f}"}
+                    if flops_per_token and peak:
+                        # all processes' tokens over all processes' peak
+                        row["mfu"] = mfu(flops_per_token, tokens_per_s, peak * ddp.world_size)
+                        postfix["mfu"] = f"{row['mfu']:.1%}"
+                    _log(out_dir, row)
+                    bar.set_postfix(**postfix)
             if run.step % config.eval_interval == 0:
                 validate()
             if run.step % config.save_interval == 0:
@@ -520,6 +531,36 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
     finally:
         bar.close()
     return run.summary(out_dir)
+
+
+def _mfu_inputs(model, config: TrainConfig, device: torch.device) -> tuple[float | None, float | None]:
+    """(training FLOPs per token, peak FLOP/s of one device) for MFU, or None where unknown.
+
+    FLOPs per token: analysis.costs.training_flops_per_token (3 x forward, causal attention averaged) at
+    block_size tokens per sequence (encoder-decoders: as many source as target tokens); None for the
+    RNN. It assumes every position is computed: BERT's MLM, which projects masked positions only onto
+    the vocabulary, is overestimated by about its vocabulary projection. Peak: config.peak_flops; else
+    the datasheet's for a GPU in analysis.hardware.HARDWARE (bf16, or tf32/fp32 as torch's fp32 matmul
+    setting says); else (a CPU or an unknown GPU) measured once per process, in under a second.
+    """
+    from ..analysis.costs import has_position_limit, training_flops_per_token
+    from ..analysis.hardware import peak_flops
+
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return None, None
+    seq = min(config.block_size, cfg.max_position) if has_position_limit(cfg) else config.block_size
+    try:
+        flops = training_flops_per_token(cfg, seq)
+    except ConfigError:
+        flops = None
+    if not flops:
+        return None, None
+    if config.peak_flops:
+        return flops, config.peak_flops
+    dtype = "bf16" if config.dtype == "bf16" else \
+        "tf32" if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "fp32"
+    return flops, peak_flops(device, dtype)
 
 
 def batch_tokens(batch: dict, encoder_decoder: bool, default: int) -> torch.Tensor | int:
@@ -543,7 +584,7 @@ def _log(out_dir: Path, row: dict) -> None:
 def _warn_changed(saved: dict, config: TrainConfig) -> None:
     """Changing settings other than length and reporting breaks the match with an uninterrupted run."""
     harmless = {"max_steps", "eval_interval", "log_interval", "save_interval", "eval_batches", "out_dir",
-                "device", "compile", "time_limit"}
+                "device", "compile", "time_limit", "peak_flops"}
     saved = {**saved, "betas": tuple(saved.get("betas", ()))}
     changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in config.to_dict().items()
                if k not in harmless and saved.get(k) != v]

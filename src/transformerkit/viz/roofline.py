@@ -95,14 +95,16 @@ def plot_roofline(ops, hardware: Mapping, path, title: str = "", dtype: str = "b
     ax.annotate(f"ridge {ridge:.0f} FLOP/byte", (ridge, peak), textcoords="offset points", xytext=(8, -16),
                 fontsize=9)
     ax.text(lo * 1.3, peak * 1.6, "memory bound  ←", color="tab:blue", fontsize=9, va="bottom")
-    ax.text(ridge * 1.3, peak * 1.6, "→  compute bound", color="tab:red", fontsize=9, va="bottom")
+    ax.text(ridge * 1.3, peak / 2.5, "→  compute bound", color="tab:red", fontsize=9, va="top")
     for k, (label, group) in enumerate(placed.items()):
         marker = _MARKERS[k % len(_MARKERS)]
         for p in group:
             ax.scatter(p["intensity"], p["attainable"], marker=marker, s=60, color=_COLORS[p["bound"]],
                        edgecolors="black", linewidths=0.6, zorder=5)
-            ax.annotate(p["name"], (p["intensity"], p["attainable"]), textcoords="offset points",
-                        xytext=(5, -11 if k % 2 else 5), fontsize=7.5, zorder=6)
+        # Ops at (nearly) the same place share one label, one name a line, so none is written over another.
+        for (x, y), names in _nearby(group).items():
+            ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(6, -6 if k % 2 else 6),
+                        va="top" if k % 2 else "bottom", fontsize=7.5, zorder=6)
         if label:
             ax.scatter([], [], marker=marker, s=60, color="lightgray", edgecolors="black", label=label)
     ax.scatter([], [], marker="o", s=40, color=_COLORS["memory"], label="memory bound")
@@ -119,6 +121,17 @@ def plot_roofline(ops, hardware: Mapping, path, title: str = "", dtype: str = "b
     ax.set_title(title or f"roofline: {hardware.get('name', 'hardware')} ({dtype})", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _nearby(points: list[dict], within: float = 0.15) -> dict[tuple[float, float], list[str]]:
+    """Names of points grouped by place: a point within `within` (log10 units) of a group's first joins it."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for p in points:
+        x, y = p["intensity"], p["attainable"]
+        home = next((key for key in groups if abs(math.log10(key[0] / x)) < within
+                     and abs(math.log10(key[1] / y)) < within), (x, y))
+        groups.setdefault(home, []).append(p["name"])
+    return groups
 
 
 def plot_flops_share(points, path, title: str = "") -> list[Path]:
@@ -139,7 +152,8 @@ def plot_flops_share(points, path, title: str = "") -> list[Path]:
     share = [[100 * r[i] / (r[1] + r[2] + r[3]) for r in rows] for i in (1, 2, 3)]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5.0))
-    ax.stackplot(seq, *share, labels=["attention (QK$^T$, AV)", "feed-forward", "other (projections, head, ...)"],
+    ax.stackplot(seq, *share,
+                 labels=["attention (QK$^T$, AV)", "feed-forward", "other (Q, K, V and output projections)"],
                  colors=["tab:orange", "tab:blue", "tab:gray"], alpha=0.85)
     ax.plot(seq, share[0], color="black", lw=1, marker="o", ms=3)
     for t, s in zip(seq, share[0]):
@@ -147,7 +161,8 @@ def plot_flops_share(points, path, title: str = "") -> list[Path]:
             ax.annotate(f"{s:.0f}%", (t, s), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
     if len(seq) > 1 and seq[-1] / seq[0] >= 8:
         ax.set_xscale("log", base=2)
-    ax.set_xlim(seq[0], seq[-1])
+    if len(seq) > 1:
+        ax.set_xlim(seq[0], seq[-1])
     ax.set_ylim(0, 100)
     ax.set_xlabel("sequence length (tokens)")
     ax.set_ylabel("share of FLOPs (%)")
