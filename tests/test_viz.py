@@ -1,11 +1,11 @@
 """The pictures: each writes a PNG and an SVG, and the numbers behind them are right."""
 import json
-from dataclasses import dataclass
 
 import pytest
 import torch
 
 import transformerkit as tk
+from transformerkit.analysis import Op
 from transformerkit.errors import ConfigError, DataError
 from transformerkit.tokenization import char_tokenizer
 from transformerkit.viz import (attention_maps, classify, plot_attention, plot_curves, plot_flops_share,
@@ -104,16 +104,6 @@ def test_curves_without_metrics(tmp_path):
     with pytest.raises(DataError, match="line 2"):
         plot_curves(tmp_path, tmp_path / "c.png")
 
-
-@dataclass
-class Op:
-    name: str
-    flops: float
-    bytes: float
-
-    @property
-    def intensity(self) -> float:
-        return self.flops / self.bytes
 
 
 HW = {"name": "test GPU", "flops": {"bf16": 1000e12, "fp32": 60e12}, "bandwidth": 2e12}   # ridge 500 (bf16)
