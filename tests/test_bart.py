@@ -270,11 +270,11 @@ def test_unrepresentable_checkpoints_are_refused(tmp_path, change, match):
 def test_bad_input_errors(pair):
     model, _, path = pair
     too_long = torch.randint(4, 1000, (1, model.config.max_position + 1))
-    with pytest.raises(GenerationError, match="exceeds the model's 128 positions"):
+    with pytest.raises(GenerationError, match="129 tokens exceed the model's 128 positions"):
         model(input_ids=too_long, decoder_input_ids=torch.full((1, 1), 2))
-    with pytest.raises(GenerationError, match="exceeds the model's 128 positions"):
+    with pytest.raises(GenerationError, match="129 tokens exceed the model's 128 positions"):
         tk.generate(model, too_long, max_new_tokens=3)
-    with pytest.raises(GenerationError, match="beyond the model's 128 positions"):
+    with pytest.raises(GenerationError, match="129 tokens exceed the model's 128 positions"):
         model(input_ids=too_long[:, :5], decoder_input_ids=too_long)
     with pytest.raises(ConfigError, match="no 'lm' model for family 'bart'; available tasks: seq2seq"):
         tk.load(path, task="lm")

@@ -162,7 +162,7 @@ def test_interleaved_layout_saves_in_our_own_format(tmp_path):
 def test_bad_input_errors(pair):
     model, _, path = pair
     too_long = torch.randint(3, 1000, (1, model.config.max_position + 1))
-    with pytest.raises(GenerationError, match="exceeds the model's 128 positions"):
+    with pytest.raises(GenerationError, match="129 tokens exceed the model's 128 positions"):
         model(input_ids=too_long, decoder_input_ids=torch.ones(1, 1, dtype=torch.long))
     with pytest.raises(GenerationError, match="decoder_input_ids or labels"):
         model(input_ids=too_long[:, :5])

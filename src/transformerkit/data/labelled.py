@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from transformerkit.assets import fetch
+from transformerkit.data.text import read_bytes
 from transformerkit.errors import DataError
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "valid", "test")
@@ -218,17 +219,6 @@ def _sorted_labels(labels: set[str]) -> list[str]:
 # ---------------------------------------------------------------- reading
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"Data file {path} does not exist. Check the path.") from None
-    except IsADirectoryError:
-        raise DataError(f"{path} is a folder; pass a data file inside it.") from None
-    except OSError as e:
-        raise DataError(f"Cannot read data file {path}: {e.strerror}. Check its permissions.") from e
-
-
 def _decode(data: bytes, path: Path, fallback: str | None = None) -> str:
     """UTF-8 text (a leading BOM dropped), else ``fallback``'s decoding; ``\\r\\n`` left as is.
 
@@ -247,7 +237,7 @@ def _decode(data: bytes, path: Path, fallback: str | None = None) -> str:
 
 
 def _read_nonempty(path: Path, fallback: str | None = None) -> str:
-    text = _decode(_read_bytes(path), path, fallback)
+    text = _decode(read_bytes(path), path, fallback)
     if not text.strip():
         raise DataError(f"Data file {path} is empty. Pass a file with examples in it.")
     return text

@@ -36,17 +36,22 @@ VALID_FRACTION = 0.1
 _CHUNK_BOUNDARY = re.compile(r"\S\n(?=\S)")
 
 
+def read_bytes(path: Path, what: str = "data file") -> bytes:
+    """The bytes of a file a user named, or a DataError that says what is wrong with the path."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{what.capitalize()} {path} does not exist. Check the path.") from None
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder; pass a {what} inside it.") from None
+    except OSError as e:
+        raise DataError(f"Cannot read {what} {path}: {e.strerror}. Check its permissions.") from e
+
+
 def read_text(path: str | PathLike) -> str:
     """The UTF-8 text of ``path`` with Windows line ends made ``\\n`` and a leading BOM dropped."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"Text file {path} does not exist. Check the path.") from None
-    except IsADirectoryError:
-        raise DataError(f"{path} is a folder; pass a text file inside it.") from None
-    except OSError as e:
-        raise DataError(f"Cannot read text file {path}: {e.strerror}. Check its permissions.") from e
+    data = read_bytes(path, "text file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

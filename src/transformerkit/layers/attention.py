@@ -52,13 +52,13 @@ class KVCache:
         self.length += n_tokens
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (beam search): row b of the result is old row index[b]."""
+        """Keep batch rows `index` (beam search): row b of the result is old row index[b]. The cross-
+        attention K/V stay: beam search moves rows only among the beams of one source, whose encoder
+        output is the same."""
         L = self.length
         for buffers in (self.k, self.v):
             for buf in buffers:
                 buf[:, :, :L] = buf[:, :, :L].index_select(0, index)
-        self.cross = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
-                      for kv in self.cross]
 
 
 class Unpadded:

@@ -28,24 +28,26 @@ class DecodeState:
     """What a decoder carries from one generation step to the next.
 
     key_padding is (B, max_len), True for real tokens, covering prompt and generated tokens;
-    None when no row has padding. memory/memory_mask hold the encoder output of encoder-decoders.
-    A recurrent decoder has no KV cache (cache=None) and keeps its hidden state in `extra`; every
-    tensor in `extra` is batch-first and follows the beams.
+    None when no row has padding. memory/memory_mask hold the encoder output of encoder-decoders,
+    memory_keys the attention keys a recurrent decoder precomputes from it. A recurrent decoder has
+    no KV cache (cache=None) and keeps its hidden state in `extra`; every tensor in `extra` is
+    batch-first and follows the beams.
     """
     cache: KVCache | None
     key_padding: torch.Tensor | None = None
     memory: torch.Tensor | None = None
     memory_mask: torch.Tensor | None = None
+    memory_keys: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (beam search)."""
+        """Keep batch rows `index` (beam search). Beam search moves a row only among the beams of its
+        own source, which share one encoder output: the encoder side (memory, its mask and keys, the
+        cross-attention K/V) is the same for all of them and is left as it is."""
         if self.cache is not None:
             self.cache.reorder(index)
-        for name in ("key_padding", "memory", "memory_mask"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, value.index_select(0, index))
+        if self.key_padding is not None:
+            self.key_padding = self.key_padding.index_select(0, index)
         for name, value in self.extra.items():
             if isinstance(value, torch.Tensor):
                 self.extra[name] = value.index_select(0, index)

@@ -48,9 +48,6 @@ class Embeddings(nn.Module):
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, C)
         x = self.tokens(input_ids) * self.scale
         if self.positions is not None:
-            if int(position_ids.max()) >= self.max_position:
-                raise GenerationError(f"position {int(position_ids.max())} is beyond the model's "
-                                      f"{self.max_position} positions; shorten or truncate the input")
             x = x + self.positions(position_ids)
         if self.norm is not None:
             x = self.norm(x)
@@ -90,6 +87,11 @@ class Stack(nn.Module):
         memory_mask (B, S) for a decoder. Returns (hidden (B, T, C), per-layer attention weights or None)."""
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
+        # From the shapes, not the position ids: no device sync per step. Positions count real tokens
+        # only, so past + T bounds them.
+        if self.embed.max_position is not None and past + T > self.embed.max_position:
+            raise GenerationError(f"{past + T} tokens exceed the model's {self.embed.max_position} positions; "
+                                  "shorten or truncate the input")
         x = self.embed(input_ids, positions_from_mask(attention_mask, T, past, input_ids.device))  # (B, T, C)
         bias = self.relative_bias(T, past + T, q_offset=past) if self.relative_bias is not None else None
         mask, is_causal = build_attention_mask(T, past + T, key_padding=attention_mask, causal=self.is_decoder,
@@ -143,9 +145,6 @@ class EncoderDecoder(Model):
 
     def encode(self, input_ids, attention_mask=None, need_weights: bool = False):
         """The encoder output (B, S, C) and, when asked, its attention weights."""
-        if input_ids.shape[1] > (self.config.max_position if self.config.positions != "relative" else 1 << 30):
-            raise GenerationError(f"a source of {input_ids.shape[1]} tokens exceeds the model's "
-                                  f"{self.config.max_position} positions; truncate it")
         return self.encoder(input_ids, attention_mask, need_weights=need_weights)
 
     def shift_right(self, labels: torch.Tensor) -> torch.Tensor:

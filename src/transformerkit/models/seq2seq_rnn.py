@@ -350,16 +350,16 @@ class Seq2SeqRNN(Model):
     def decode_init(self, input_ids, attention_mask, max_new_tokens: int):
         """Run the encoder once; the decoder starts from its start token. Returns (state, (B, 1) start).
         The RNN state is kept batch-first in `extra` ("hidden", an LSTM's "cell": (B, L, H)) so that
-        beam search reorders it with the rest; "keys" are the precomputed attention keys (B, S, K)."""
+        beam search reorders it; the precomputed attention keys (B, S, K) are `memory_keys`."""
         memory, mask, keys, rnn_state = self.encode(input_ids, attention_mask)
-        extra = {"keys": keys}
+        extra = {}
         if isinstance(rnn_state, tuple):
             extra["hidden"], extra["cell"] = (x.transpose(0, 1) for x in rnn_state)
         else:
             extra["hidden"] = rnn_state.transpose(0, 1)
         start = torch.full((input_ids.shape[0], 1), self.decoder_start_token_id, dtype=torch.long,
                            device=input_ids.device)
-        return DecodeState(cache=None, memory=memory, memory_mask=mask, extra=extra), start
+        return DecodeState(cache=None, memory=memory, memory_mask=mask, memory_keys=keys, extra=extra), start
 
     def decode_step(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
         """Feed decoder tokens (B, t) one after another; return the next-token logits (B, V)."""
@@ -368,7 +368,7 @@ class Seq2SeqRNN(Model):
         rnn_state = (hidden, extra["cell"].transpose(0, 1).contiguous()) if "cell" in extra else hidden
         for t in range(tokens.shape[1]):
             out, rnn_state, _ = self.decoder.step(self.drop(self.target_embed(tokens[:, t:t + 1])), rnn_state,
-                                                  state.memory, extra["keys"], state.memory_mask)
+                                                  state.memory, state.memory_keys, state.memory_mask)
         if isinstance(rnn_state, tuple):
             extra["hidden"], extra["cell"] = (x.transpose(0, 1) for x in rnn_state)
         else:

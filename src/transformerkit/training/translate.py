@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from ..config import ModelConfig, get_preset
 from ..errors import ConfigError, DataError, GenerationError
@@ -217,7 +218,6 @@ def translate(model, tok: Tokenizer, sources: list[str], *, num_beams: int = 4, 
     device = next(model.parameters()).device
     out: list[str | None] = [None] * len(encoded)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    from tqdm import tqdm
     for batch in tqdm(batches, disable=not progress, desc="translating", dynamic_ncols=True):
         width = max(len(encoded[i]) for i in batch)
         ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
