@@ -48,7 +48,7 @@ import torch
 import transformerkit as tk
 from common import (best_limits, finish_info, fmt_time, load_line, matmul_flops, measure_limits, paired, ratio_text,
                     run_info)
-from transformerkit.config import get_preset
+from transformerkit import get_preset
 from transformerkit.layers.packed import packed_linears
 from transformerkit.training.trainer import TrainConfig, make_optimizer
 

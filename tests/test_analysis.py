@@ -11,10 +11,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformerkit.analysis import (HARDWARE, Op, analyze, forward_flops, kv_cache_bytes_per_token,
                                      lookup_hardware, measure_hardware, memory, mfu, operations,
                                      parameter_breakdown, training_flops_per_token)
-from transformerkit.config import PRESETS, get_preset
+from transformerkit import PRESETS, get_preset
 from transformerkit.errors import ConfigError
 from transformerkit.models import build
-from transformerkit.models.bert import BERT_TASKS
+from transformerkit.models import MODELS
 from transformerkit.training import TrainConfig, train
 
 
@@ -29,7 +29,7 @@ def test_analytic_parameter_count_equals_the_built_model(name):
     assert analytic == parameter_breakdown(model)             # and component by component
 
 
-@pytest.mark.parametrize("task", sorted(BERT_TASKS))
+@pytest.mark.parametrize("task", sorted(task for family, task in MODELS if family == "bert"))
 def test_bert_heads_are_counted_for_every_task(task):
     config = get_preset("bert-tiny")
     with torch.device("meta"):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import transformerkit as tk
-from transformerkit.config import ModelConfig, get_preset
+from transformerkit import get_preset
+from transformerkit.config import ModelConfig
 from transformerkit.errors import ConfigError, GenerationError
 from transformerkit.layers import (DecoderBlock, EncoderBlock, FeedForward, KVCache, MultiHeadAttention,
                                    RelativePositionBias, RMSNorm, build_attention_mask, make_norm,

@@ -196,7 +196,7 @@ def reference_beam_search(model, src, K, n):
 @pytest.mark.parametrize("cell,attention,seed", [("gru", "bahdanau", 2), ("lstm", "luong-general", 3),
                                                  ("gru", "luong-dot", 4)])
 def test_beam_search(cell, attention, seed):
-    """The decoding loop's beam search (RNN state in DecodeState.extra, reordered with the beams) finds what
+    """The decoding loop's beam search (RNN state in DecodeState.recurrent, reordered with the beams) finds what
     a beam search by rescoring finds. It usually beats greedy, but need not: on seed 4 greedy's row 2 is
     more likely, its prefix having left the beam (beam search is not exact search)."""
     model = tiny(cell, attention, seed=seed, init_std=0.5)

@@ -8,15 +8,18 @@ import torch
 import transformerkit as tk
 from transformerkit.errors import ConfigError, GenerationError
 from transformerkit.models.transformer import Transformer
+from random_weights import constant_tensors, randomize_
 from seq2seq_parity import GENERATION_SETTINGS, generate_both
 
 transformers = pytest.importorskip("transformers")
 
 
 def _model(**overrides) -> Transformer:
-    """A tiny Transformer whose tokens vary: an untied head and a non-zero output bias."""
+    """A tiny Transformer whose tokens vary: an untied head and a non-zero output bias. Every bias and
+    norm is random too (their init, 0 and the identity, would hide one saved under another name)."""
     torch.manual_seed(0)
     model = tk.build("transformer-tiny", dropout=0.0, tie_embeddings=False, init_std=0.3, **overrides)
+    randomize_(model, std=0.1, only_1d=True)
     with torch.no_grad():
         model.lm_head.weight.normal_(std=0.3)
         model.final_logits_bias.normal_(std=0.5)
@@ -44,12 +47,14 @@ def pair(tmp_path_factory):
 
 def test_logits_equal_marian(pair):
     model, ref, _ = pair
+    assert constant_tensors(model) == []                      # every saved tensor is random, so each one counts
     ids, mask = _batch()
     dec = torch.randint(3, 1000, (3, 6))
     with torch.no_grad():
         ours = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
         theirs = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
     assert ours.shape == (3, 6, 1000)
+    assert theirs.std() > 0.5                                  # lively logits: the comparison means something
     assert (ours - theirs).abs().max() < 1e-4
 
 
@@ -61,8 +66,10 @@ def test_their_random_weights_load_into_ours(tmp_path):
                                     scale_embedding=True)
     torch.manual_seed(3)
     ref = transformers.MarianMTModel(cfg).eval()
-    with torch.no_grad():
-        ref.final_logits_bias.normal_()
+    # Every tensor they save drawn at random (weights, biases, norms, final_logits_bias), but the fixed
+    # sinusoidal position tables, which are not learned and which we compute rather than load.
+    randomize_(ref, std=0.2, seed=3, skip=r"embed_positions")
+    assert constant_tensors(ref, skip=r"embed_positions") == []
     ref.save_pretrained(tmp_path)
     model = tk.load(tmp_path)
     assert isinstance(model, Transformer) and model.config.n_decoder_layer == 3
@@ -70,7 +77,9 @@ def test_their_random_weights_load_into_ours(tmp_path):
     ids = torch.randint(3, 300, (2, 7))
     dec = torch.randint(3, 300, (2, 5))
     with torch.no_grad():
-        diff = model(input_ids=ids, decoder_input_ids=dec).logits - ref(input_ids=ids, decoder_input_ids=dec).logits
+        theirs = ref(input_ids=ids, decoder_input_ids=dec).logits
+        diff = model(input_ids=ids, decoder_input_ids=dec).logits - theirs
+    assert theirs.std() > 0.5
     assert diff.abs().max() < 1e-4
 
 
@@ -147,7 +156,7 @@ def test_scaled_embeddings_and_sinusoidal_positions():
 
 
 def test_interleaved_layout_saves_in_our_own_format(tmp_path):
-    model = _model(extra={"sinusoidal_layout": "interleaved", "final_logits_bias": True})
+    model = _model(sinusoidal_layout="interleaved", final_logits_bias=True)
     model.save_pretrained(tmp_path)
     import json
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "transformerkit"

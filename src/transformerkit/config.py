@@ -1,8 +1,11 @@
-"""`ModelConfig`: one dataclass that describes every model of the family, and named presets.
+"""`ModelConfig`: one dataclass that describes every model of the family.
 
 The shared blocks in `layers/` read only this config: pre- or post-norm, LayerNorm or
 RMSNorm, the activation, biases, the kind of positions and the attention scaling are
-all fields here, so a model file only adds what is really its own.
+all fields here, so a model file only adds what is really its own. Each family's presets
+live in its model file (`models/gpt.py`: gpt2, ...); `models.get_preset` finds them by name.
+A family that cannot honour a field's value refuses it when the model is built
+(`Model.check_config`), so no field is silently ignored.
 """
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ from pathlib import Path
 from .errors import ConfigError
 
 FAMILIES = ("gpt", "bert", "transformer", "t5", "bart", "seq2seq_rnn")
+# Fields that older checkpoints (model_type "transformerkit") kept in `extra`.
+LEGACY_EXTRA = ("type_vocab_size", "classifier_dropout", "sinusoidal_layout", "final_logits_bias",
+                "scale_decoder_outputs")
 
 
 class DictMixin:
@@ -64,10 +70,15 @@ class ModelConfig(DictMixin):
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     decoder_start_token_id: int | None = None  # encoder-decoders: the first decoder input
-    label_smoothing: float = 0.0  # of the LM loss (the original Transformer: 0.1, §5.4)
+    label_smoothing: float = 0.0  # of every cross-entropy loss (the original Transformer: 0.1, §5.4)
     num_labels: int = 2           # classification heads
     label_names: list = field(default_factory=list)  # one name per label (saved as id2label); [] = LABEL_i
-    extra: dict = field(default_factory=dict)  # family-specific settings with no shared meaning
+    classifier_dropout: float | None = None  # dropout before a classification head; None = `dropout`
+    type_vocab_size: int = 0      # segment (token type) embeddings: BERT 2, 0 = none
+    sinusoidal_layout: str = "interleaved"  # interleaved (the paper) | halves (all sines then cosines: Marian)
+    final_logits_bias: bool = False  # a fixed bias added to the logits (BART, Marian)
+    scale_decoder_outputs: bool | None = None  # T5: decoder output x d_model^-0.5 before the head; None = if tied
+    extra: dict = field(default_factory=dict)  # settings of one family only (the RNN's), checked by that family
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -84,6 +95,30 @@ class ModelConfig(DictMixin):
                               ("activation", ("relu", "gelu", "gelu_tanh", "silu", "gated-gelu", "gated-gelu_tanh", "gated-relu"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.sinusoidal_layout not in ("interleaved", "halves"):
+            raise ConfigError(f"sinusoidal_layout={self.sinusoidal_layout!r} is not one of interleaved, halves")
+        if self.position_offset and self.positions != "learned":
+            raise ConfigError(f"position_offset={self.position_offset} only shifts a learned position table, but "
+                              f"positions={self.positions!r}; set position_offset=0")
+        if self.type_vocab_size < 0:
+            raise ConfigError(f"type_vocab_size={self.type_vocab_size} must be >= 0 (0: no segment embeddings)")
+        for name in ("dropout", "attn_dropout", "activation_dropout", "classifier_dropout"):
+            p = getattr(self, name)
+            if p is not None and not 0.0 <= p < 1.0:
+                raise ConfigError(f"{name}={p} must be a probability in [0, 1)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """As DictMixin.from_dict; configs saved before the typed fields kept them in `extra`: move them."""
+        d = dict(d)
+        extra = dict(d.get("extra") or {})
+        for name in LEGACY_EXTRA:
+            if name in extra:
+                d.setdefault(name, extra.pop(name))
+        d["extra"] = extra
+        return super().from_dict(d)
 
     def replace(self, **changes) -> "ModelConfig":
         """A copy with some fields changed. A head width that was derived from d_model / n_head is
@@ -95,95 +130,3 @@ class ModelConfig(DictMixin):
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-
-def _gpt2(d_model, n_layer, n_head, **kw) -> ModelConfig:
-    """GPT-2 (Radford et al. 2019): pre-norm, final LayerNorm, GELU (tanh), 1024 context."""
-    return ModelConfig(family="gpt", vocab_size=50257, d_model=d_model, n_layer=n_layer, n_head=n_head,
-                       d_ff=4 * d_model, max_position=1024, activation="gelu_tanh", norm_position="pre",
-                       final_norm=True, bos_token_id=50256, eos_token_id=50256, **kw)
-
-
-def _gpt3(d_model, n_layer, n_head, d_head=0) -> ModelConfig:
-    """GPT-3 paper sizes (Brown et al. 2020, Table 2.1): GPT-2 blocks, 2048 context (dense attention).
-
-    The table's n_head x d_head does not always equal d_model (1.3B: 24 x 128 vs 2048), while its
-    parameter counts assume d_model-wide attention; we keep n_head * d_head = d_model (1.3B: 16 x 128;
-    13B: 40 x 128 = 5120 for d_model 5140, as close as integers allow).
-    """
-    return _gpt2(d_model, n_layer, n_head, d_head=d_head).replace(max_position=2048)
-
-
-PRESETS: dict[str, callable] = {
-    # GPT-1 (Radford et al. 2018): post-norm, no final norm, GELU (tanh form, as its code and
-    # transformers' openai-gpt), 512 context, 40,478 BPE vocab.
-    "gpt1": lambda: ModelConfig(family="gpt", vocab_size=40478, d_model=768, n_layer=12, n_head=12, d_ff=3072,
-                                max_position=512, activation="gelu_tanh", norm_position="post", final_norm=False),
-    "gpt2": lambda: _gpt2(768, 12, 12),
-    "gpt2-medium": lambda: _gpt2(1024, 24, 16),
-    "gpt2-large": lambda: _gpt2(1280, 36, 20),
-    "gpt2-xl": lambda: _gpt2(1600, 48, 25),
-    "gpt3-125m": lambda: _gpt3(768, 12, 12),
-    "gpt3-350m": lambda: _gpt3(1024, 24, 16),
-    "gpt3-760m": lambda: _gpt3(1536, 24, 16),
-    "gpt3-1.3b": lambda: _gpt3(2048, 24, 16),
-    "gpt3-2.7b": lambda: _gpt3(2560, 32, 32),
-    "gpt3-6.7b": lambda: _gpt3(4096, 32, 32),
-    "gpt3-13b": lambda: _gpt3(5140, 40, 40, d_head=128),
-    "gpt3-175b": lambda: _gpt3(12288, 96, 96),
-    # Tiny shapes for tests and the CPU demo.
-    "gpt2-tiny": lambda: _gpt2(64, 2, 4).replace(max_position=128),
-    "gpt1-tiny": lambda: ModelConfig(family="gpt", vocab_size=40478, d_model=64, n_layer=2, n_head=4, d_ff=256,
-                                     max_position=128, activation="gelu_tanh", norm_position="post", final_norm=False),
-}
-
-
-def _bert(d_model, n_layer, n_head, **kw) -> ModelConfig:
-    """BERT (Devlin et al. 2019, §3): post-norm encoder, exact GELU, LayerNorm eps 1e-12, 512 positions,
-    2 segments, the 30,522-token uncased WordPiece vocabulary, [PAD] = 0."""
-    return ModelConfig(family="bert", vocab_size=30522, d_model=d_model, n_layer=n_layer, n_head=n_head,
-                       d_ff=4 * d_model, max_position=512, activation="gelu", norm_position="post",
-                       norm_eps=1e-12, final_norm=False, pad_token_id=0, extra={"type_vocab_size": 2}, **kw)
-
-
-PRESETS.update({
-    "bert-base": lambda: _bert(768, 12, 12),
-    "bert-large": lambda: _bert(1024, 24, 16),
-    # all-MiniLM-L6-v2's shape (the minilm-l6 asset): 384 wide, 6 layers, 12 heads of 32.
-    "minilm-l6": lambda: _bert(384, 6, 12),
-    "bert-tiny": lambda: _bert(64, 2, 4).replace(max_position=128),
-})
-
-
-def _rnn(d_model, n_layer, embedding_dim, cell="gru", attention="bahdanau", bidirectional=True,
-         vocab_size=8000, **kw) -> ModelConfig:
-    """Seq2seq RNN with attention (Bahdanau et al. 2015; Luong et al. 2015): d_model is the RNNs' hidden
-    size (per encoder direction), the rest of the family's settings sit in `extra` (models/seq2seq_rnn.py).
-    No Transformer blocks: n_head, d_ff and positions are unused. [PAD] 0, [BOS] 1 (the decoder's start
-    token), [EOS] 2; input and output embeddings untied, as in the papers. Weights N(0, 0.05^2), about the spread
-    of Luong et al.'s U(-0.1, 0.1) (Bahdanau's N(0, 0.01^2) suits 1000-wide layers and learns slowly at these)."""
-    return ModelConfig(family="seq2seq_rnn", vocab_size=vocab_size, d_model=d_model, n_layer=n_layer,
-                       n_decoder_layer=n_layer, n_head=1, d_ff=0, positions="none", tie_embeddings=False,
-                       dropout=0.1, attn_dropout=0.0, init_std=0.05, pad_token_id=0, bos_token_id=1,
-                       eos_token_id=2, decoder_start_token_id=1,
-                       extra={"cell": cell, "bidirectional": bidirectional, "attention": attention,
-                              "teacher_forcing": 1.0, "embedding_dim": embedding_dim}, **kw)
-
-
-PRESETS.update({
-    # A small Bahdanau-style GRU translator (about 8.3M parameters with an 8,000-token vocabulary).
-    "rnn-attention": lambda: _rnn(256, 1, 256),
-    "rnn-tiny": lambda: _rnn(32, 1, 16, vocab_size=128).replace(init_std=0.1),
-})
-
-
-def get_preset(name: str) -> ModelConfig:
-    try:
-        return PRESETS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
-
-
-def register_preset(name: str, make: callable) -> None:
-    """Let a model family (or a user) add presets without editing this file."""
-    PRESETS[name] = make

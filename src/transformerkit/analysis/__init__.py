@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from ..config import PRESETS, ModelConfig
+from ..config import ModelConfig
 from ..errors import ConfigError
 from ..interop import load_pretrained
-from ..models import Model, build
+from ..models import PRESETS, Model, build, default_task
 from .costs import (DTYPE_BYTES, Op, activation_bytes_per_token, flops_per_token, forward_flops,
                     has_position_limit, kv_cache_bytes_per_token, memory, operations, parameter_breakdown,
                     training_flops_per_token)
@@ -29,6 +29,18 @@ def describe(model: Model | str) -> dict:
     return {"name": name, "class": type(model).__name__, "parameters": model.num_parameters(),
             "parameters_without_embeddings": model.num_parameters(exclude_embeddings=True),
             "config": model.config.to_dict()}
+
+
+def list_presets() -> list[dict]:
+    """Every preset: name, family, default task and parameter count (each built on the meta device)."""
+    rows = []
+    for name in PRESETS:
+        config = PRESETS[name]()
+        with torch.device("meta"):
+            model = build(config)
+        rows.append({"name": name, "family": config.family, "task": default_task(config.family),
+                     "parameters": model.num_parameters()})
+    return rows
 
 
 def _resolve(model_or_preset) -> tuple[str, ModelConfig, Model | None]:

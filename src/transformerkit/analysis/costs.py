@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ModelConfig, get_preset
+from ..config import ModelConfig
+from ..models import get_preset
 from ..errors import ConfigError
 from ..models import Model, build, default_task
 
@@ -75,7 +76,8 @@ def _ffn_params(c: ModelConfig) -> int:
 def _bert_head_params(c: ModelConfig, task: str) -> int:
     C, V = c.d_model, c.vocab_size
     pooler = C * C + C
-    mlm = C * C + C + _norm_params(c) + V      # transform, its norm, the per-token bias; decoder tied
+    mlm = C * C + C + _norm_params(c) + V      # transform, its norm, the per-token bias
+    mlm += 0 if c.tie_embeddings else V * C     # the decoder, unless tied to the token table
     return {"base": pooler, "masked-lm": mlm, "pretraining": pooler + mlm + 2 * C + 2,
             "sequence-classification": pooler + C * c.num_labels + c.num_labels,
             "token-classification": C * c.num_labels + c.num_labels,
@@ -101,31 +103,30 @@ def parameter_breakdown(model_or_config, task: str | None = None) -> dict:
             return _count_model(build(c, task=task))
     C, L = c.d_model, c.n_layer
     out = dict.fromkeys(COMPONENTS, 0)
-    out["token_embeddings"] = c.vocab_size * C
+    stacks = 2 if c.family in ENCODER_DECODER else 1          # each stack has its own embeddings module
+    out["token_embeddings"] = c.vocab_size * C                # one table, shared by the stacks
+    if c.positions == "learned":
+        out["position_embeddings"] = stacks * (c.max_position + c.position_offset) * C
+    out["segment_embeddings"] = c.type_vocab_size * C
+    per_stack_norms = int(c.embedding_norm) + int(c.final_norm)
     untied_head = 0 if c.tie_embeddings else c.vocab_size * C
     if c.family == "gpt":
-        out["position_embeddings"] = c.max_position * C
         out["attention"] = L * _attention_params(c)
         out["feed_forward"] = L * _ffn_params(c)
-        out["norms"] = (2 * L + int(c.final_norm)) * _norm_params(c)
+        out["norms"] = (2 * L + per_stack_norms) * _norm_params(c)
         out["heads"] = untied_head if task == "lm" else C * c.num_labels
     elif c.family == "bert":
-        out["position_embeddings"] = c.max_position * C
-        out["segment_embeddings"] = c.extra.get("type_vocab_size", 2) * C
         out["attention"] = L * _attention_params(c)
         out["feed_forward"] = L * _ffn_params(c)
-        out["norms"] = (2 * L + 1) * _norm_params(c)          # two per block, one on the embeddings
+        out["norms"] = (2 * L + per_stack_norms) * _norm_params(c)
         out["heads"] = _bert_head_params(c, task)
     elif c.family in ENCODER_DECODER:
-        Ld, stacks = c.n_decoder_layer, 2
-        if c.positions == "learned":                          # each stack has its own table
-            out["position_embeddings"] = stacks * (c.max_position + c.position_offset) * C
+        Ld = c.n_decoder_layer
         if c.positions == "relative":                         # one bias table per stack (T5, §2.1)
             out["relative_position_bias"] = stacks * c.relative_buckets * c.n_head
         out["attention"] = (L + 2 * Ld) * _attention_params(c)  # decoder blocks: self + cross
         out["feed_forward"] = (L + Ld) * _ffn_params(c)
-        per_stack = int(c.embedding_norm) + int(c.final_norm)
-        out["norms"] = (2 * L + 3 * Ld + stacks * per_stack) * _norm_params(c)
+        out["norms"] = (2 * L + 3 * Ld + stacks * per_stack_norms) * _norm_params(c)
         out["heads"] = untied_head
     else:
         raise ConfigError(f"no parameter count for family {c.family!r}")
@@ -136,12 +137,12 @@ def parameter_breakdown(model_or_config, task: str | None = None) -> dict:
 def _component(name: str) -> str:
     """The component a parameter of one of our models belongs to, by its module name."""
     leaf = name.rsplit(".", 2)
-    if name.endswith(("wte.weight", "word_embeddings.weight", "shared.weight", "embed.tokens.weight")) \
-            or name in ("encoder.embed.weight", "target_embed.weight"):
+    if name.endswith(("shared.weight", "embed.tokens.weight")) or name in ("encoder.embed.weight",
+                                                                            "target_embed.weight"):
         return "token_embeddings"
-    if name.endswith(("wpe.weight", "position_embeddings.weight", "positions.weight")):
+    if name.endswith("embed.positions.weight"):
         return "position_embeddings"
-    if name.endswith("token_type_embeddings.weight"):
+    if name.endswith("embed.segments.weight"):
         return "segment_embeddings"
     if "relative_bias" in name:
         return "relative_position_bias"

@@ -76,7 +76,7 @@ def bart_config_from_hf(hf: dict) -> tuple[ModelConfig, str]:
         attn_dropout=hf.get("attention_dropout", 0.0), activation_dropout=hf.get("activation_dropout", 0.0),
         init_std=hf.get("init_std", 0.02), pad_token_id=_one_id(hf, "pad_token_id"),
         bos_token_id=_one_id(hf, "bos_token_id"), eos_token_id=_one_id(hf, "eos_token_id"),
-        decoder_start_token_id=_one_id(hf, "decoder_start_token_id"), extra={"final_logits_bias": True})
+        decoder_start_token_id=_one_id(hf, "decoder_start_token_id"), final_logits_bias=True)
     return config, "seq2seq"
 
 
@@ -87,7 +87,7 @@ def _writable(c: ModelConfig) -> bool:
     return (c.norm == "layernorm" and c.norm_position == "post" and not c.final_norm and c.bias
             and c.embedding_norm and c.positions == "learned" and c.position_offset == POSITION_OFFSET
             and c.scale_attention and c.norm_eps == 1e-5 and c.n_head * c.d_head == c.d_model
-            and c.activation in TO_HF_ACTIVATIONS and bool(c.extra.get("final_logits_bias"))
+            and c.activation in TO_HF_ACTIVATIONS and c.final_logits_bias
             and c.decoder_start_token_id is not None)
 
 

@@ -25,9 +25,10 @@ ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "ge
 _LAYER = r"bert\.encoder\.(\d+)\."
 _THEIR_LAYER = r"bert.encoder.layer.\1."
 RENAME = [
-    (r"bert\.embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)\.weight",
-     r"bert.embeddings.\1.weight"),
-    (r"bert\.embeddings\.norm\.(weight|bias)", r"bert.embeddings.LayerNorm.\1"),
+    (r"bert\.embed\.tokens\.weight", "bert.embeddings.word_embeddings.weight"),
+    (r"bert\.embed\.positions\.weight", "bert.embeddings.position_embeddings.weight"),
+    (r"bert\.embed\.segments\.weight", "bert.embeddings.token_type_embeddings.weight"),
+    (r"bert\.embed\.norm\.(weight|bias)", r"bert.embeddings.LayerNorm.\1"),
     (_LAYER + r"self_attn\.qkv\.(weight|bias)", tuple(_THEIR_LAYER + f"attention.self.{p}.\\2"
                                                        for p in ("query", "key", "value"))),
     (_LAYER + r"self_attn\.out\.(weight|bias)", _THEIR_LAYER + r"attention.output.dense.\2"),
@@ -52,9 +53,6 @@ def bert_config_from_hf(hf: dict) -> tuple[ModelConfig, str]:
     act = hf.get("hidden_act", "gelu")
     if act not in ACTIVATIONS:
         raise CheckpointError(f"BERT hidden_act {act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
-    extra = {"type_vocab_size": hf.get("type_vocab_size", 2)}
-    if hf.get("classifier_dropout") is not None:
-        extra["classifier_dropout"] = hf["classifier_dropout"]
     config = ModelConfig(
         family="bert", vocab_size=hf.get("vocab_size", 30522), d_model=hf.get("hidden_size", 768),
         n_layer=hf.get("num_hidden_layers", 12), n_head=hf.get("num_attention_heads", 12),
@@ -63,7 +61,8 @@ def bert_config_from_hf(hf: dict) -> tuple[ModelConfig, str]:
         norm_eps=hf.get("layer_norm_eps", 1e-12), dropout=hf.get("hidden_dropout_prob", 0.1),
         attn_dropout=hf.get("attention_probs_dropout_prob", 0.1), init_std=hf.get("initializer_range", 0.02),
         pad_token_id=hf.get("pad_token_id", 0), tie_embeddings=hf.get("tie_word_embeddings", True),
-        extra=extra, **labels_from_hf(hf))
+        type_vocab_size=hf.get("type_vocab_size", 2), classifier_dropout=hf.get("classifier_dropout"),
+        embedding_norm=True, **labels_from_hf(hf))
     arch = (hf.get("architectures") or ["BertModel"])[0]
     task = next((t for t, a in ARCHITECTURES.items() if a == arch), None)
     if task is None:
@@ -78,11 +77,11 @@ def bert_config_to_hf(c: ModelConfig, task: str) -> dict:
     hf = {"model_type": "bert", "architectures": [ARCHITECTURES[task]], "vocab_size": c.vocab_size,
           "hidden_size": c.d_model, "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
           "intermediate_size": c.d_ff, "hidden_act": {v: k for k, v in ACTIVATIONS.items()}[c.activation],
-          "max_position_embeddings": c.max_position, "type_vocab_size": c.extra.get("type_vocab_size", 2),
+          "max_position_embeddings": c.max_position, "type_vocab_size": c.type_vocab_size,
           "layer_norm_eps": c.norm_eps, "hidden_dropout_prob": c.dropout,
           "attention_probs_dropout_prob": c.attn_dropout, "initializer_range": c.init_std,
           "pad_token_id": c.pad_token_id, "position_embedding_type": "absolute",
-          "tie_word_embeddings": c.tie_embeddings, "classifier_dropout": c.extra.get("classifier_dropout"),
+          "tie_word_embeddings": c.tie_embeddings, "classifier_dropout": c.classifier_dropout,
           **labels_to_hf(c)}
     if task == "sequence-classification":
         hf["problem_type"] = "regression" if c.num_labels == 1 else "single_label_classification"

@@ -23,8 +23,8 @@ TASK_ARCHITECTURES = {  # their class name suffix for each of our tasks
 def _rename_rules(wte: str, wpe: str) -> list[tuple[str, str]]:
     block = r"transformer\.h\.(\d+)\."
     return [
-        (r"transformer\.wte\.weight", f"transformer.{wte}.weight"),
-        (r"transformer\.wpe\.weight", f"transformer.{wpe}.weight"),
+        (r"transformer\.embed\.tokens\.weight", f"transformer.{wte}.weight"),
+        (r"transformer\.embed\.positions\.weight", f"transformer.{wpe}.weight"),
         (block + r"self_attn_norm\.(weight|bias)", r"transformer.h.\1.ln_1.\2"),
         (block + r"self_attn\.qkv\.(weight|bias)", r"transformer.h.\1.attn.c_attn.\2"),
         (block + r"self_attn\.out\.(weight|bias)", r"transformer.h.\1.attn.c_proj.\2"),

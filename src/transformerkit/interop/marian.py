@@ -2,8 +2,8 @@
 
 MarianMT is the Transformer of Vaswani et al. with two differences of layout, not of kind: its
 sinusoidal table holds all sines, then all cosines (the paper interleaves them; the config's
-extra["sinusoidal_layout"] = "halves" selects theirs), and its output adds a bias
-(`final_logits_bias`, extra["final_logits_bias"]). The OPUS-MT models use the swish (SiLU)
+sinusoidal_layout="halves" selects theirs), and its output adds a bias
+(`final_logits_bias`). The OPUS-MT models use the swish (SiLU)
 activation where the paper has ReLU; the config carries whichever the checkpoint names.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def marian_config_from_hf(hf: dict) -> tuple[ModelConfig, str]:
         attn_dropout=hf.get("attention_dropout", 0.0), activation_dropout=hf.get("activation_dropout", 0.0),
         init_std=hf.get("init_std", 0.02), pad_token_id=hf.get("pad_token_id"), bos_token_id=hf.get("bos_token_id"),
         eos_token_id=hf.get("eos_token_id"), decoder_start_token_id=hf.get("decoder_start_token_id"),
-        extra={"sinusoidal_layout": "halves", "final_logits_bias": True})
+        sinusoidal_layout="halves", final_logits_bias=True)
     for ours, theirs in (("n_head", "decoder_attention_heads"), ("d_ff", "decoder_ffn_dim")):
         if hf.get(theirs, getattr(config, ours)) != getattr(config, ours):
             raise CheckpointError(f"Marian {theirs}={hf[theirs]} differs from the encoder's; "
@@ -62,7 +62,7 @@ def marian_config_to_hf(c: ModelConfig, task: str) -> dict:
 
 def _writable(c: ModelConfig) -> bool:
     """Only a Transformer in Marian's layout (halves, output bias) can be written as Marian."""
-    return c.extra.get("sinusoidal_layout") == "halves" and bool(c.extra.get("final_logits_bias"))
+    return c.sinusoidal_layout == "halves" and c.final_logits_bias
 
 
 register(Converter(family="transformer", model_types=("marian",), config_from_hf=marian_config_from_hf,

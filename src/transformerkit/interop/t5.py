@@ -9,13 +9,12 @@ Their q, k, v are separate; ours are fused, so one of our tensors is several of 
 
 Tying. T5 v1.0 ties the output layer to the embedding and scales the decoder output by
 d_model^-0.5; v1.1 has its own output layer and no scaling. Configs written by transformers < 5 say
-which by `tie_word_embeddings`. transformers >= 5 always writes `tie_word_embeddings: true` and says
-which by `scale_decoder_outputs`; its own loader then decides from the weights (untied when both
-`shared.weight` and `lm_head.weight` are present and differ). A config cannot see the weights, so
-here `scale_decoder_outputs: false` means v1.1, untied, as a fine-tuned v1.1 / Flan-T5 checkpoint
-saved by transformers >= 5 is. A v1.1-shaped model that transformers >= 5 created itself is tied
-and holds no `lm_head.weight`: it is reported as missing it, and loads tied (still unscaled) with
-`tk.load(path, tie_embeddings=True)`.
+which by `tie_word_embeddings`, and the scaling follows the tying. transformers >= 5 always writes
+`tie_word_embeddings: true`, says whether to scale by `scale_decoder_outputs`, and decides the
+tying from the weights: untied when the checkpoint holds an `lm_head.weight` that differs from
+`shared.weight` (a fine-tuned v1.1 / Flan-T5), tied when it holds `shared.weight` only (a
+v1.1-shaped model it created). We load the same way (`tie_from_weights`), so each of these loads
+as it is, with the scaling its config says.
 """
 from __future__ import annotations
 
@@ -43,11 +42,9 @@ def t5_config_from_hf(hf: dict) -> tuple[ModelConfig, str]:
     if act not in ACTIVATIONS or activation not in FEED_FORWARD:
         raise CheckpointError(f"T5 feed_forward_proj {proj!r} is not supported; supported: "
                               f"{', '.join(sorted(FEED_FORWARD.values()))}")
-    tied = hf.get("tie_word_embeddings", True)
-    extra = {}
-    if "scale_decoder_outputs" in hf:   # written by transformers >= 5, whose tie_word_embeddings is always true
-        tied = bool(hf["scale_decoder_outputs"])
-        extra["scale_decoder_outputs"] = tied   # kept when a caller overrides tie_embeddings
+    tied = bool(hf.get("tie_word_embeddings", True))
+    # transformers >= 5 writes whether to scale; older configs scale when tied (None: follow the tying).
+    scale = hf.get("scale_decoder_outputs")
     dropout = hf.get("dropout_rate", 0.1)
     config = ModelConfig(
         family="t5", vocab_size=hf.get("vocab_size", 32128), d_model=hf.get("d_model", 512),
@@ -60,13 +57,14 @@ def t5_config_from_hf(hf: dict) -> tuple[ModelConfig, str]:
         dropout=dropout, attn_dropout=dropout, activation_dropout=dropout,
         init_std=hf.get("initializer_factor", 1.0), pad_token_id=hf.get("pad_token_id", 0),
         eos_token_id=hf.get("eos_token_id", 1),
-        decoder_start_token_id=hf.get("decoder_start_token_id", hf.get("pad_token_id", 0)), extra=extra)
+        decoder_start_token_id=hf.get("decoder_start_token_id", hf.get("pad_token_id", 0)),
+        scale_decoder_outputs=None if scale is None else bool(scale))
     return config, "seq2seq"
 
 
 def t5_config_to_hf(c: ModelConfig, task: str) -> dict:
     """T5Config's fields. Dropout is one rate there (dropout_rate = our `dropout`); the weights do not depend on it."""
-    scale = c.extra.get("scale_decoder_outputs", c.tie_embeddings)
+    scale = c.tie_embeddings if c.scale_decoder_outputs is None else c.scale_decoder_outputs
     return {**({"scale_decoder_outputs": scale} if scale != c.tie_embeddings else {}),   # transformers >= 5 reads it
             "model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "vocab_size": c.vocab_size,
             "d_model": c.d_model, "d_kv": c.d_head, "d_ff": c.d_ff, "num_layers": c.n_layer,
@@ -83,7 +81,7 @@ def _writable(c: ModelConfig) -> bool:
     """A T5-family config that T5ForConditionalGeneration can hold; any other variant is saved in our own format."""
     return (c.norm == "rmsnorm" and c.norm_position == "pre" and c.final_norm and not c.bias
             and c.positions == "relative" and not c.scale_attention and not c.scale_embeddings
-            and not c.embedding_norm and c.activation in FEED_FORWARD and not c.extra.get("final_logits_bias"))
+            and not c.embedding_norm and c.activation in FEED_FORWARD and not c.final_logits_bias)
 
 
 _ATTN = {"self_attn": "SelfAttention", "cross_attn": "EncDecAttention"}
@@ -133,7 +131,7 @@ class T5Converter(Converter):
 
 register(T5Converter(
     family="t5", model_types=("t5",), config_from_hf=t5_config_from_hf, config_to_hf=t5_config_to_hf,
-    rename=_rename(), accepts=_writable,
+    rename=_rename(), accepts=_writable, tie_from_weights=True,
     # copies of the shared embedding, and a cross-attention position table old checkpoints carry unused
     ignored=(r"(encoder|decoder)\.embed_tokens\.weight",
              r"decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight")))

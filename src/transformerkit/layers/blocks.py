@@ -11,14 +11,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import KVCache, MultiHeadAttention, Unpadded
+from ..config import ModelConfig
+from .attention import KVCache, MultiHeadAttention
 from .dropout import Dropout
 from .feedforward import FeedForward
 from .norms import make_norm
+from .unpadded import Unpadded
 
 
 class EncoderBlock(nn.Module):
-    def __init__(self, config, layer_idx: int = 0):
+    def __init__(self, config: ModelConfig, layer_idx: int = 0):
         super().__init__()
         self.pre_norm = config.norm_position == "pre"
         self.self_attn = MultiHeadAttention(config, layer_idx)
@@ -36,7 +38,7 @@ class EncoderBlock(nn.Module):
         x = (x if rows is None else x[rows]) + self.dropout(y)
         return (x if self.pre_norm else norm(x)), weights
 
-    def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False,
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, need_weights: bool = False, unpadded: Unpadded | None = None):
         """x: (B, T, C), or the packed tokens (N, C) of a padded batch with `unpadded`; then the
         output is (N, C), or (M, C) for the M queries of `unpadded.only(...)`.
@@ -52,14 +54,14 @@ class DecoderBlock(EncoderBlock):
     """An encoder block whose self-attention is masked (the mask comes from the caller), plus,
     between it and the feed-forward, cross-attention over the encoder output when `cross_attention`."""
 
-    def __init__(self, config, layer_idx: int = 0, cross_attention: bool = True):
+    def __init__(self, config: ModelConfig, layer_idx: int = 0, cross_attention: bool = True):
         super().__init__(config, layer_idx)
         self.cross_attn = MultiHeadAttention(config, layer_idx, cross=True) if cross_attention else None
         self.cross_attn_norm = make_norm(config) if cross_attention else None
 
-    def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False,
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, need_weights: bool = False,
-                memory: torch.Tensor | None = None, memory_mask=None):
+                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None):
         """x: (B, T, C); memory: (B, S, C) encoder output. Returns (x, {"self": w, "cross": w})."""
         x, w_self = self.residual(x, self.self_attn_norm, lambda h: self.self_attn(
             h, attn_mask=attn_mask, is_causal=is_causal, cache=cache, need_weights=need_weights))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ModelConfig
 from .dropout import Dropout
 
 ACTIVATIONS = {
@@ -25,7 +26,7 @@ def activation_fn(name: str):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         C, d_ff, bias = config.d_model, config.d_ff, config.bias
         self.gated = config.activation.startswith("gated-")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import ModelConfig
+
 
 class RMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * g  -- no mean subtraction, no bias (T5's "LayerNorm").
@@ -23,7 +25,7 @@ class RMSNorm(nn.Module):
         return self.weight * x
 
 
-def make_norm(config) -> nn.Module:
+def make_norm(config: ModelConfig) -> nn.Module:
     """The norm a config asks for, over the model width."""
     if config.norm == "rmsnorm":
         return RMSNorm(config.d_model, eps=config.norm_eps)

@@ -1,26 +1,36 @@
-"""The model families. `MODELS` maps (family, task) to the class that builds it."""
+"""The model families, their presets, and `build`.
+
+`MODELS` maps (family, task) to the class that builds it, from what each class declares
+(`Model.family`, `Model.task`); `PRESETS` gathers each family's presets from its own file.
+"""
 from __future__ import annotations
 
-from ..config import ModelConfig, get_preset
+from ..config import ModelConfig
 from ..errors import ConfigError
+from . import bart, bert, gpt, seq2seq_rnn, t5, transformer
 from .bart import BART
-from .base import DecodeState, Model, ModelOutput, causal_lm_loss
-from .bert import BERT_TASKS
+from .base import IGNORE_INDEX, DecodeState, Model, ModelOutput, causal_lm_loss
 from .encoder_decoder import EncoderDecoder
 from .gpt import GPT, GPTForSequenceClassification
 from .seq2seq_rnn import Seq2SeqRNN
 from .t5 import T5
 from .transformer import Transformer
 
-MODELS: dict[tuple[str, str], type[Model]] = {
-    ("gpt", "lm"): GPT,
-    ("gpt", "sequence-classification"): GPTForSequenceClassification,
-    **{("bert", task): cls for task, cls in BERT_TASKS.items()},
-    ("transformer", "seq2seq"): Transformer,
-    ("seq2seq_rnn", "seq2seq"): Seq2SeqRNN,
-    ("t5", "seq2seq"): T5,
-    ("bart", "seq2seq"): BART,
-}
+CLASSES: tuple[type[Model], ...] = (GPT, GPTForSequenceClassification, *bert.MODELS, Transformer, T5, BART, Seq2SeqRNN)
+MODELS: dict[tuple[str, str], type[Model]] = {(cls.family, cls.task): cls for cls in CLASSES}
+
+# Every preset by name: one table per family, in that family's file.
+PRESETS: dict[str, callable] = {**gpt.PRESETS, **bert.PRESETS, **transformer.PRESETS, **t5.PRESETS, **bart.PRESETS,
+                                **seq2seq_rnn.PRESETS}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """A fresh copy of a preset's config."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))} "
+                          "(tkit info --list)") from None
 
 
 def default_task(family: str) -> str:
@@ -32,7 +42,8 @@ def default_task(family: str) -> str:
 
 def build(config: str | ModelConfig, task: str | None = None, **overrides) -> Model:
     """A freshly initialised model from a preset name or a `ModelConfig` (fields in `overrides` replace the
-    preset's); task None is the family's default (`default_task`)."""
+    preset's); task None is the family's default (`default_task`). A config field the family cannot
+    honour is a ConfigError naming the field (`Model.check_config`)."""
     if isinstance(config, str):
         config = get_preset(config)
     if overrides:
@@ -47,5 +58,6 @@ def build(config: str | ModelConfig, task: str | None = None, **overrides) -> Mo
     return cls(config)
 
 
-__all__ = ["MODELS", "build", "DecodeState", "EncoderDecoder", "Model", "ModelOutput", "causal_lm_loss", "GPT",
-           "GPTForSequenceClassification", "Seq2SeqRNN", "Transformer", "BART"]
+__all__ = ["MODELS", "PRESETS", "IGNORE_INDEX", "build", "get_preset", "DecodeState", "EncoderDecoder", "Model",
+           "ModelOutput", "causal_lm_loss", "GPT", "GPTForSequenceClassification", "Seq2SeqRNN", "Transformer", "T5",
+           "BART"]

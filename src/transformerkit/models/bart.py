@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import ModelConfig, register_preset
+from ..config import ModelConfig
 from .encoder_decoder import EncoderDecoder
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID = 0, 1, 2, 3, 50264
@@ -42,6 +42,7 @@ class BART(EncoderDecoder):
     then reads the labels shifted right behind </s>, as `transformers` does).
     """
 
+    family = "bart"
     # A bare BartModel checkpoint has neither: load it with fresh_head=True (zero bias, the tied table).
     head_modules = ("final_logits_bias", "lm_head.")
 
@@ -71,12 +72,13 @@ def bart_config(d_model: int, n_layer: int, n_head: int, d_ff: int, vocab_size: 
                        scale_embeddings=False, embedding_norm=True, tie_embeddings=True, dropout=dropout,
                        attn_dropout=dropout, activation_dropout=dropout, init_std=0.02, pad_token_id=PAD_ID,
                        bos_token_id=BOS_ID, eos_token_id=EOS_ID, decoder_start_token_id=EOS_ID,
-                       extra={"final_logits_bias": True}, **kw)
+                       final_logits_bias=True, **kw)
 
 
-register_preset("bart-base", lambda: bart_config(768, 6, 12, 3072))
-register_preset("bart-large", lambda: bart_config(1024, 12, 16, 4096))
-# Tests and CPU demos. At width 64, N(0, 0.02) starts attention nearly uniform and a denoising run sits on
-# the unigram plateau for hundreds of steps; 0.1 (about 1/sqrt(64)) learns to copy the input at once.
-register_preset("bart-tiny",
-                lambda: bart_config(64, 2, 4, 128, vocab_size=1000, max_position=128).replace(init_std=0.1))
+PRESETS = {
+    "bart-base": lambda: bart_config(768, 6, 12, 3072),
+    "bart-large": lambda: bart_config(1024, 12, 16, 4096),
+    # Tests and CPU demos. At width 64, N(0, 0.02) starts attention nearly uniform and a denoising run sits on
+    # the unigram plateau for hundreds of steps; 0.1 (about 1/sqrt(64)) learns to copy the input at once.
+    "bart-tiny": lambda: bart_config(64, 2, 4, 128, vocab_size=1000, max_position=128).replace(init_std=0.1),
+}

@@ -1,16 +1,21 @@
-"""What every model shares: its output type, the loss of a causal LM, initialisation,
-parameter counting, the decoding state, and saving in the Hugging Face layout."""
+"""What every model shares: the contract it keeps with the rest of the library (`Model`), its
+output type, the LM losses, initialisation, parameter counting, the decoding state, and saving
+in the Hugging Face layout."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import ConfigError, GenerationError
 from ..layers import KVCache
+
+IGNORE_INDEX = -100   # the label of a position that is not scored (torch's and transformers' convention)
 
 
 @dataclass
@@ -30,15 +35,15 @@ class DecodeState:
     key_padding is (B, max_len), True for real tokens, covering prompt and generated tokens;
     None when no row has padding. memory/memory_mask hold the encoder output of encoder-decoders,
     memory_keys the attention keys a recurrent decoder precomputes from it. A recurrent decoder has
-    no KV cache (cache=None) and keeps its hidden state in `extra`; every tensor in `extra` is
-    batch-first and follows the beams.
+    no KV cache (cache=None) and keeps its hidden state in `recurrent` (name -> tensor); every
+    tensor there is batch-first and follows the beams.
     """
     cache: KVCache | None
     key_padding: torch.Tensor | None = None
     memory: torch.Tensor | None = None
     memory_mask: torch.Tensor | None = None
     memory_keys: torch.Tensor | None = None
-    extra: dict = field(default_factory=dict)
+    recurrent: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows `index` (beam search). Beam search moves a row only among the beams of its
@@ -48,22 +53,94 @@ class DecodeState:
             self.cache.reorder(index)
         if self.key_padding is not None:
             self.key_padding = self.key_padding.index_select(0, index)
-        for name, value in self.extra.items():
-            if isinstance(value, torch.Tensor):
-                self.extra[name] = value.index_select(0, index)
+        for name, value in self.recurrent.items():
+            self.recurrent[name] = value.index_select(0, index)
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy: position t predicts labels[t + 1]; -100 is ignored."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean next-token cross-entropy: position t predicts labels[t + 1]; IGNORE_INDEX is ignored."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX,
+                           label_smoothing=label_smoothing)
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of logits (..., V) against labels (...) at the same positions (a seq2seq
+    decoder's labels are already aligned, MLM's are the masked positions); IGNORE_INDEX is ignored."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+
+
+ANY = object()   # in `supports`: every value of the field is honoured
+
+
+def supporting(base: dict, **fields) -> dict:
+    """A `supports` table: `base` with the allowed values of some fields replaced (ANY: all values)."""
+    table = {**base, **fields}
+    return {name: allowed for name, allowed in table.items() if allowed is not ANY}
 
 
 class Model(nn.Module):
-    """Base class: a model is built from a `ModelConfig` and knows how to count and save itself."""
+    """The contract between a model and the rest of the library; nothing else is probed.
+
+    Every model class declares:
+        family, task        the config family it builds and what its head does; `models.MODELS` is
+                            built from these, and `save_pretrained` writes `task`
+        is_encoder_decoder  generation then returns the decoder's tokens from its start token, and
+                            the trainer counts target tokens
+        can_generate        it implements `decode_init` / `decode_step`
+        head_modules        name prefixes of the head's parameters: what a pretrained body lacks, left
+                            freshly initialised by `load(..., fresh_head=True)`
+        supports            config fields this class honours only with some values: {field: allowed};
+                            `check_config` refuses any other value, so no field is silently ignored
+    A model that generates provides the per-step functions of the one decoding loop (generation.py):
+        decode_init(input_ids, attention_mask, max_new_tokens) -> (DecodeState, tokens to feed first)
+        decode_step(state, tokens (B, t)) -> next-token logits (B, V)
+        decoder_context     the most positions a decoder-only model attends over (prompt + new
+                            tokens), or None when nothing bounds the prompt (encoder-decoders)
+    The KV cache is advanced by the model, not by the loop: each stack's forward calls
+    `cache.advance(T)` once, after every layer has appended its T new positions.
+    """
 
     config: ModelConfig
-    is_encoder_decoder = False      # generation returns decoder tokens only for encoder-decoders
-    residual_projections = ("self_attn.out", "cross_attn.out", "ffn.w_2")
+    family: ClassVar[str]
+    task: ClassVar[str]
+    is_encoder_decoder: ClassVar[bool] = False
+    can_generate: ClassVar[bool] = False
+    head_modules: ClassVar[tuple[str, ...]] = ()
+    # Fields whose other values no family honours unless it says so: encoder-decoder settings, the RNN's `extra`.
+    supports: ClassVar[dict[str, tuple]] = {"n_decoder_layer": (0,), "extra": ({},), "type_vocab_size": (0,),
+                                            "final_logits_bias": (False,), "scale_decoder_outputs": (None,),
+                                            "decoder_start_token_id": (None,), "classifier_dropout": (None,)}
+    residual_projections: ClassVar[tuple[str, ...]] = ("self_attn.out", "cross_attn.out", "ffn.w_2")
+    generation_config = None   # a generation.GenerationConfig: read by tk.load, used by tk.generate when set
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.check_config(config)
+        self.config = config
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Refuse a config of another family, or a field value this class cannot honour."""
+        if config.family != cls.family:
+            raise ConfigError(f"{cls.__name__} builds {cls.family!r} models, not family {config.family!r}")
+        for name, allowed in cls.supports.items():
+            value = getattr(config, name)
+            if not any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed):
+                shown = " or ".join(repr(a) for a in allowed)
+                raise ConfigError(f"{cls.__name__} cannot honour {name}={value!r}; it takes {name}={shown}. "
+                                  f"Change the field, or pick a family that has it")
+
+    @property
+    def decoder_context(self) -> int | None:
+        return None
+
+    def decode_init(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int):
+        raise GenerationError(f"{type(self).__name__} ({self.task}) does not generate text; load or build a "
+                              "decoder (a causal LM or an encoder-decoder)")
+
+    def decode_step(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
+        raise GenerationError(f"{type(self).__name__} ({self.task}) does not generate text")
 
     def init_weights(self) -> None:
         """GPT-2's initialisation: N(0, 0.02) for weights, zero biases, and the projections that

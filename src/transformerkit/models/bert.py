@@ -9,6 +9,7 @@ Pretraining (§3.1) predicts masked tokens (MLM head, decoder tied to the token 
 whether segment B follows segment A (NSP head on the pooled [CLS]). Fine-tuning (§4) puts one
 linear layer on the pooled [CLS] (sequence classification, multiple choice), on every token
 (token classification), or on every token twice (start / end of an answer span, extractive QA).
+The input is the shared `Embeddings` (layers/embeddings.py) with segments and an embedding norm.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ModelConfig
 from ..errors import ConfigError
-from ..layers import EncoderBlock, Unpadded, build_attention_mask, make_norm
+from ..layers import Embeddings, EncoderBlock, Unpadded, build_attention_mask, make_norm
 from ..layers.dropout import Dropout
 from ..layers.feedforward import activation_fn
-from .base import Model, ModelOutput
+from .base import ANY, IGNORE_INDEX, Model, ModelOutput, supporting, token_loss
 
 
 @dataclass
@@ -38,41 +40,19 @@ class BertOutput(ModelOutput):
     end_logits: torch.Tensor | None = None
 
 
-class BertEmbeddings(nn.Module):
-    """Token + learned position + segment embeddings, then LayerNorm and dropout (Figure 2)."""
-
-    def __init__(self, config):
-        super().__init__()
-        C = config.d_model
-        self.word_embeddings = nn.Embedding(config.vocab_size, C, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position, C)
-        self.token_type_embeddings = nn.Embedding(config.extra.get("type_vocab_size", 2), C)
-        self.norm = make_norm(config)
-        self.dropout = Dropout(config.dropout)
-
-    def forward(self, input_ids, token_type_ids=None, position_ids=None):
-        B, T = input_ids.shape
-        if position_ids is None:
-            position_ids = torch.arange(T, device=input_ids.device)[None]            # (1, T)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)  # (B, T, C)
-        if token_type_ids is None:
-            x = x + self.token_type_embeddings.weight[0]      # every token in segment A
-        else:
-            x = x + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.norm(x))
-
-
 class BertBody(nn.Module):
     """Embeddings, encoder blocks and (optionally) the pooler: ids (B, T) -> states (B, T, C)."""
 
-    def __init__(self, config, pooler: bool = True):
+    def __init__(self, config: ModelConfig, pooler: bool = True):
         super().__init__()
         self.config = config
-        self.embeddings = BertEmbeddings(config)
+        self.embed = Embeddings(config, padding_idx=config.pad_token_id)
         self.encoder = nn.ModuleList(EncoderBlock(config, i) for i in range(config.n_layer))
+        self.final_norm = make_norm(config) if config.final_norm else None
         self.pooler = nn.Linear(config.d_model, config.d_model) if pooler else None
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 need_weights: bool = False, read: torch.Tensor | None = None):
         """attention_mask: (B, T), 1 for real tokens, 0 for [PAD] (never attended to).
 
@@ -83,10 +63,12 @@ class BertBody(nn.Module):
         transformers does.
         """
         B, T = input_ids.shape
-        if T > self.config.max_position:
+        if self.embed.max_position is not None and T > self.embed.max_position:
             raise ConfigError(f"{T} tokens do not fit the model's {self.config.max_position} positions; "
                               f"truncate the input to max_length={self.config.max_position}")
-        x = self.embeddings(input_ids, token_type_ids, position_ids)                  # (B, T, C)
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device)[None]           # (1, T)
+        x = self.embed(input_ids, position_ids, token_type_ids)                       # (B, T, C)
         # No padding anywhere: no mask at all, the fused kernel's fastest path.
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None
@@ -102,6 +84,8 @@ class BertBody(nn.Module):
                 unpadded = unpadded.only(read)   # the last block: outputs at the positions read only
             x, weights = block(x, attn_mask=mask, need_weights=need_weights, unpadded=unpadded)
             attentions.append(weights)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
         if unpadded is not None:
             x = unpadded.unpack(x)                                                    # (B, T, C)
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, C)
@@ -117,22 +101,29 @@ def first_position(input_ids: torch.Tensor) -> torch.Tensor:
 
 class BertPreTrainedModel(Model):
     """What every BERT model shares: N(0, 0.02) initialisation without GPT-2's depth scaling
-    (BERT's own), and a body that is built with or without the pooler."""
+    (BERT's own), and a body that is built with or without the pooler. Positions may be of any
+    absolute kind; segments (type_vocab_size), a final norm and the classifier dropout are honoured."""
 
+    family = "bert"
     residual_projections = ()
-
-    def __init__(self, config):
-        super().__init__()
-        if config.family != "bert":
-            raise ConfigError(f"{type(self).__name__} needs a 'bert' config, got family {config.family!r}")
-        self.config = config
+    supports = supporting(Model.supports, positions=("learned", "sinusoidal", "none"), type_vocab_size=ANY,
+                          classifier_dropout=ANY)
 
     def _finish(self) -> None:
         self.init_weights()
-        emb = self.bert.embeddings.word_embeddings
+        emb = self.bert.embed.tokens
         if emb.padding_idx is not None:
             with torch.no_grad():
                 emb.weight[emb.padding_idx].zero_()
+
+    def _tie_mlm_decoder(self) -> None:
+        """The MLM decoder is the token table transposed (§3.1, as BERT's code), unless untied by config."""
+        if self.config.tie_embeddings:
+            self.mlm.decoder.weight = self.bert.embed.tokens.weight
+
+    def _classifier_dropout(self) -> Dropout:
+        c = self.config
+        return Dropout(c.classifier_dropout if c.classifier_dropout is not None else c.dropout)
 
 
 
@@ -142,7 +133,9 @@ class BertModel(BertPreTrainedModel):
     Sentence embeddings (Reimers & Gurevych 2019) are a pooling of its hidden states (`embed`).
     """
 
-    def __init__(self, config):
+    task = "base"
+
+    def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.bert = BertBody(config, pooler=True)
         self._finish()
@@ -158,21 +151,16 @@ class MaskedLMHead(nn.Module):
     """Predict the original token at every position (§3.1, Task #1): dense + GELU + LayerNorm,
     then the token embedding matrix transposed (tied) plus a per-token bias."""
 
-    def __init__(self, config):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         self.transform = nn.Linear(config.d_model, config.d_model)
         self.act = activation_fn(config.activation)
         self.norm = make_norm(config)
-        self.decoder = nn.Linear(config.d_model, config.vocab_size, bias=False)  # weight tied to embeddings
+        self.decoder = nn.Linear(config.d_model, config.vocab_size, bias=False)  # tied to the embeddings by default
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, x):                                     # (B, T, C) -> (B, T, V)
         return self.decoder(self.norm(self.act(self.transform(x)))) + self.bias
-
-
-def masked_lm_loss(logits, labels):
-    """Cross-entropy at the masked positions only (labels -100 elsewhere)."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
 
 
 class BertForMaskedLM(BertPreTrainedModel):
@@ -182,24 +170,25 @@ class BertForMaskedLM(BertPreTrainedModel):
     then costs 15% of the full one. Without labels it is (B, T, V).
     """
 
+    task = "masked-lm"
     head_modules = ("mlm.",)   # what a pretrained body lacks (load with fresh_head=True)
 
-    def __init__(self, config):
+    def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.bert = BertBody(config, pooler=False)
         self.mlm = MaskedLMHead(config)
         self._finish()
-        self.mlm.decoder.weight = self.bert.embeddings.word_embeddings.weight
+        self._tie_mlm_decoder()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 need_weights: bool = False) -> BertOutput:
         # Given labels, only the masked positions are read: the padding need not be computed.
-        picked = labels != -100 if labels is not None else None                     # (B, T)
+        picked = labels != IGNORE_INDEX if labels is not None else None                     # (B, T)
         x, _, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights,
                                      read=picked)
         if labels is not None:   # only the masked positions need the vocabulary-sized projection
             logits = self.mlm(x[picked])                                             # (P, V)
-            loss = F.cross_entropy(logits.float(), labels[picked]) if picked.any() else logits.sum() * 0
+            loss = token_loss(logits, labels[picked], self.config.label_smoothing) if picked.any() else logits.sum() * 0
             return BertOutput(logits=logits, loss=loss, hidden_states=x, attentions=attentions)
         return BertOutput(logits=self.mlm(x), hidden_states=x, attentions=attentions)
 
@@ -208,52 +197,54 @@ class BertForPreTraining(BertPreTrainedModel):
     """MLM + next sentence prediction (§3.1); the loss is their sum, as in the paper's code.
     `logits` are the MLM logits, (P, V) given labels as in BertForMaskedLM, else (B, T, V)."""
 
+    task = "pretraining"
     head_modules = ("mlm.", "nsp.")   # what a pretrained body lacks (load with fresh_head=True)
 
-    def __init__(self, config):
+    def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.bert = BertBody(config, pooler=True)
         self.mlm = MaskedLMHead(config)
         self.nsp = nn.Linear(config.d_model, 2)
         self._finish()
-        self.mlm.decoder.weight = self.bert.embeddings.word_embeddings.weight
+        self._tie_mlm_decoder()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 next_sentence_label=None, need_weights: bool = False) -> BertOutput:
         # Given labels, only the masked positions and [CLS] are read: the padding need not be computed.
-        picked = labels != -100 if labels is not None else None                     # (B, T)
+        picked = labels != IGNORE_INDEX if labels is not None else None                     # (B, T)
         x, pooled, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights,
                                           read=None if picked is None else picked | first_position(input_ids))
         nsp_logits = self.nsp(pooled)                                                # (B, 2)
         loss = None
         if labels is not None:
             logits = self.mlm(x[picked])                                             # (P, V)
-            loss = F.cross_entropy(logits.float(), labels[picked]) if picked.any() else logits.sum() * 0
+            loss = token_loss(logits, labels[picked], self.config.label_smoothing) if picked.any() else logits.sum() * 0
         else:
             logits = self.mlm(x)                                                     # (B, T, V)
         if next_sentence_label is not None:
-            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label)
+            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label, label_smoothing=self.config.label_smoothing)
             loss = nsp_loss if loss is None else loss + nsp_loss
         return BertOutput(logits=logits, loss=loss, hidden_states=x, pooler_output=pooled,
                           seq_relationship_logits=nsp_logits, attentions=attentions)
 
 
-def classification_loss(logits, labels, num_labels: int):
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     """Regression (MSE) when there is one output, else single-label cross-entropy (as transformers)."""
-    if num_labels == 1:
+    if config.num_labels == 1:
         return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-    return F.cross_entropy(logits.float().reshape(-1, num_labels), labels.reshape(-1), ignore_index=-100)
+    return token_loss(logits, labels, config.label_smoothing)
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
     """One linear layer on the pooled [CLS] (§4.1, Figure 4a/b); num_labels = 1 is regression."""
 
+    task = "sequence-classification"
     head_modules = ("classifier.",)   # what a pretrained body lacks (load with fresh_head=True)
 
-    def __init__(self, config):
+    def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.bert = BertBody(config, pooler=True)
-        self.dropout = Dropout(config.extra.get("classifier_dropout") or config.dropout)
+        self.dropout = self._classifier_dropout()
         self.classifier = nn.Linear(config.d_model, config.num_labels)
         self._finish()
 
@@ -263,20 +254,21 @@ class BertForSequenceClassification(BertPreTrainedModel):
         x, pooled, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
                                           need_weights, read=first_position(input_ids))
         logits = self.classifier(self.dropout(pooled))                               # (B, num_labels)
-        loss = classification_loss(logits, labels, self.config.num_labels) if labels is not None else None
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
         return BertOutput(logits=logits, loss=loss, hidden_states=x, pooler_output=pooled, attentions=attentions)
 
 
 class BertForTokenClassification(BertPreTrainedModel):
-    """One linear layer on every token's state (§4.3, Figure 4d: NER); labels -100 are ignored
+    """One linear layer on every token's state (§4.3, Figure 4d: NER); labels IGNORE_INDEX (-100) are ignored
     (sub-word pieces after a word's first, special tokens, padding)."""
 
+    task = "token-classification"
     head_modules = ("classifier.",)   # what a pretrained body lacks (load with fresh_head=True)
 
-    def __init__(self, config):
+    def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.bert = BertBody(config, pooler=False)
-        self.dropout = Dropout(config.extra.get("classifier_dropout") or config.dropout)
+        self.dropout = self._classifier_dropout()
         self.classifier = nn.Linear(config.d_model, config.num_labels)
         self._finish()
 
@@ -284,7 +276,7 @@ class BertForTokenClassification(BertPreTrainedModel):
                 need_weights: bool = False) -> BertOutput:
         x, _, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights)
         logits = self.classifier(self.dropout(x))                                    # (B, T, num_labels)
-        loss = classification_loss(logits, labels, self.config.num_labels) if labels is not None else None
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
         return BertOutput(logits=logits, loss=loss, hidden_states=x, attentions=attentions)
 
 
@@ -292,9 +284,10 @@ class BertForQuestionAnswering(BertPreTrainedModel):
     """Extractive QA (§4.2, Figure 4c): a start and an end score for every token; the answer is
     the best valid span (`best_span`). The loss is the mean of the start and end cross-entropies."""
 
+    task = "question-answering"
     head_modules = ("qa_outputs.",)   # what a pretrained body lacks (load with fresh_head=True)
 
-    def __init__(self, config):
+    def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.bert = BertBody(config, pooler=False)
         self.qa_outputs = nn.Linear(config.d_model, 2)
@@ -310,8 +303,9 @@ class BertForQuestionAnswering(BertPreTrainedModel):
             T = input_ids.shape[1]   # positions outside the sequence are ignored, as transformers clamps them
             start = start_positions.clamp(0, T)
             end = end_positions.clamp(0, T)
-            loss = (F.cross_entropy(start_logits.float(), start, ignore_index=T)
-                    + F.cross_entropy(end_logits.float(), end, ignore_index=T)) / 2
+            smoothing = self.config.label_smoothing
+            loss = (F.cross_entropy(start_logits.float(), start, ignore_index=T, label_smoothing=smoothing)
+                    + F.cross_entropy(end_logits.float(), end, ignore_index=T, label_smoothing=smoothing)) / 2
         return BertOutput(logits=logits, loss=loss, hidden_states=x, start_logits=start_logits,
                           end_logits=end_logits, attentions=attentions)
 
@@ -340,12 +334,13 @@ class BertForMultipleChoice(BertPreTrainedModel):
     """One score per choice from the pooled [CLS] of "[CLS] context [SEP] choice [SEP]" (§4.4, SWAG);
     a softmax over the choices. Inputs are (B, num_choices, T)."""
 
+    task = "multiple-choice"
     head_modules = ("classifier.",)   # what a pretrained body lacks (load with fresh_head=True)
 
-    def __init__(self, config):
+    def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.bert = BertBody(config, pooler=True)
-        self.dropout = Dropout(config.extra.get("classifier_dropout") or config.dropout)
+        self.dropout = self._classifier_dropout()
         self.classifier = nn.Linear(config.d_model, 1)
         self._finish()
 
@@ -359,16 +354,29 @@ class BertForMultipleChoice(BertPreTrainedModel):
         x, pooled, attentions = self.bert(flat(input_ids), flat(attention_mask), flat(token_type_ids),
                                           flat(position_ids), need_weights, read=first_position(input_ids))
         logits = self.classifier(self.dropout(pooled)).view(B, N)                    # (B, num_choices)
-        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        loss = token_loss(logits, labels, self.config.label_smoothing) if labels is not None else None
         return BertOutput(logits=logits, loss=loss, hidden_states=x, pooler_output=pooled, attentions=attentions)
 
 
-BERT_TASKS = {
-    "base": BertModel,
-    "masked-lm": BertForMaskedLM,
-    "pretraining": BertForPreTraining,
-    "sequence-classification": BertForSequenceClassification,
-    "token-classification": BertForTokenClassification,
-    "question-answering": BertForQuestionAnswering,
-    "multiple-choice": BertForMultipleChoice,
+MODELS = (BertModel, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertForTokenClassification,
+          BertForQuestionAnswering, BertForMultipleChoice)
+
+
+# --- presets ---------------------------------------------------------------------------------------
+
+def bert_config(d_model: int, n_layer: int, n_head: int, **kw) -> ModelConfig:
+    """BERT (Devlin et al. 2019, §3): post-norm encoder, exact GELU, LayerNorm eps 1e-12, 512 positions,
+    2 segments, the 30,522-token uncased WordPiece vocabulary, [PAD] = 0."""
+    return ModelConfig(family="bert", vocab_size=30522, d_model=d_model, n_layer=n_layer, n_head=n_head,
+                       d_ff=4 * d_model, max_position=512, activation="gelu", norm_position="post",
+                       norm_eps=1e-12, final_norm=False, pad_token_id=0, type_vocab_size=2,
+                       embedding_norm=True, **kw)
+
+
+PRESETS = {
+    "bert-base": lambda: bert_config(768, 12, 12),
+    "bert-large": lambda: bert_config(1024, 24, 16),
+    # all-MiniLM-L6-v2's shape (the minilm-l6 asset): 384 wide, 6 layers, 12 heads of 32.
+    "minilm-l6": lambda: bert_config(384, 6, 12),
+    "bert-tiny": lambda: bert_config(64, 2, 4).replace(max_position=128),
 }

@@ -14,51 +14,14 @@ inputs (decoder_input_ids = labels shifted right behind the start token).
 """
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..config import ModelConfig
 from ..errors import ConfigError, GenerationError
-from ..layers import (DecoderBlock, EncoderBlock, KVCache, LearnedPositions, RelativePositionBias,
-                      SinusoidalPositions, build_attention_mask, make_norm)
-from .base import DecodeState, Model, ModelOutput
-
-
-class Embeddings(nn.Module):
-    """Token embedding (times sqrt(d_model) when `scale_embeddings`, §3.4) plus absolute positions
-    (sinusoidal §3.5, or learned), then an optional norm (BART) and dropout. With relative positions
-    (T5) or none, only the tokens. The token table is shared: the caller passes it in."""
-
-    def __init__(self, config, tokens: nn.Embedding):
-        super().__init__()
-        self.tokens = tokens
-        self.scale = math.sqrt(config.d_model) if config.scale_embeddings else 1.0
-        self.positions = None
-        if config.positions == "sinusoidal":
-            interleaved = config.extra.get("sinusoidal_layout", "interleaved") == "interleaved"
-            self.positions = SinusoidalPositions(config.max_position, config.d_model, interleaved)
-        elif config.positions == "learned":
-            self.positions = LearnedPositions(config.max_position, config.d_model, offset=config.position_offset)
-        self.norm = make_norm(config) if config.embedding_norm else None
-        self.drop = nn.Dropout(config.dropout)
-        self.max_position = config.max_position if self.positions is not None else None
-
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, C)
-        x = self.tokens(input_ids) * self.scale
-        if self.positions is not None:
-            x = x + self.positions(position_ids)
-        if self.norm is not None:
-            x = self.norm(x)
-        return self.drop(x)
-
-
-def positions_from_mask(mask: torch.Tensor | None, T: int, past: int, device) -> torch.Tensor:
-    """Position ids (B or 1, T): 0 at each row's first real token, so left and right padding agree."""
-    if mask is None:
-        return torch.arange(past, past + T, device=device)[None]
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:past + T]
+from ..layers import (DecoderBlock, Embeddings, EncoderBlock, KVCache, RelativePositionBias, build_attention_mask,
+                      make_norm, positions_from_mask)
+from .base import ANY, IGNORE_INDEX, DecodeState, Model, ModelOutput, supporting, token_loss
 
 
 class Stack(nn.Module):
@@ -68,7 +31,7 @@ class Stack(nn.Module):
     shares it with the others, §2.1): bidirectional in the encoder, causal in the decoder.
     """
 
-    def __init__(self, config, tokens: nn.Embedding, n_layer: int, is_decoder: bool):
+    def __init__(self, config: ModelConfig, tokens: nn.Embedding, n_layer: int, is_decoder: bool):
         super().__init__()
         self.is_decoder = is_decoder
         self.embed = Embeddings(config, tokens)
@@ -81,7 +44,8 @@ class Stack(nn.Module):
         self.final_norm = make_norm(config) if config.final_norm else None
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, input_ids, attention_mask=None, memory=None, memory_mask=None,
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, need_weights: bool = False):
         """input_ids (B, T); attention_mask (B, past + T), 1 for real tokens; memory (B, S, C) and
         memory_mask (B, S) for a decoder. Returns (hidden (B, T, C), per-layer attention weights or None)."""
@@ -96,14 +60,14 @@ class Stack(nn.Module):
         bias = self.relative_bias(T, past + T, q_offset=past) if self.relative_bias is not None else None
         mask, is_causal = build_attention_mask(T, past + T, key_padding=attention_mask, causal=self.is_decoder,
                                                q_offset=past, bias=bias, device=input_ids.device)
-        extra = {}
+        cross = {}   # what decoder blocks read besides x: the encoder output and the KV cache
         if self.is_decoder:
-            extra["memory"] = memory
-            extra["memory_mask"] = None if memory_mask is None else memory_mask[:, None, None, :].bool()
-            extra["cache"] = cache
+            cross["memory"] = memory
+            cross["memory_mask"] = None if memory_mask is None else memory_mask[:, None, None, :].bool()
+            cross["cache"] = cache
         attentions = []
         for layer in self.layers:
-            x, weights = layer(x, attn_mask=mask, is_causal=is_causal, need_weights=need_weights, **extra)
+            x, weights = layer(x, attn_mask=mask, is_causal=is_causal, need_weights=need_weights, **cross)
             attentions.append(weights)
         if cache is not None:
             cache.advance(T)
@@ -115,23 +79,26 @@ class Stack(nn.Module):
 class EncoderDecoder(Model):
     """Shared token embedding, encoder stack, decoder stack, LM head tied to the embedding.
 
-    Subclasses (the families) set their module names and may override `head` (the logits).
+    Subclasses (the families) set their family and may override `head` (the logits). Every
+    position kind, embedding setting and the output bias are honoured; segments are not.
     """
 
+    task = "seq2seq"
     is_encoder_decoder = True
+    can_generate = True
+    supports = supporting(Model.supports, n_decoder_layer=ANY, decoder_start_token_id=ANY, final_logits_bias=ANY)
 
-    def __init__(self, config):
-        super().__init__()
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
         if config.n_decoder_layer < 1:
             raise ConfigError(f"an encoder-decoder needs n_decoder_layer >= 1, got {config.n_decoder_layer}")
         if config.decoder_start_token_id is None:
             raise ConfigError("an encoder-decoder needs decoder_start_token_id (the first decoder input)")
-        self.config = config
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
         self.encoder = Stack(config, self.shared, config.n_layer, is_decoder=False)
         self.decoder = Stack(config, self.shared, config.n_decoder_layer, is_decoder=True)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        if config.extra.get("final_logits_bias"):   # BART and Marian add a fixed bias to the logits
+        if config.final_logits_bias:   # BART and Marian add a fixed bias to the logits
             self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
         else:
             self.final_logits_bias = None
@@ -143,7 +110,7 @@ class EncoderDecoder(Model):
         logits = self.lm_head(x)
         return logits if self.final_logits_bias is None else logits + self.final_logits_bias
 
-    def encode(self, input_ids, attention_mask=None, need_weights: bool = False):
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, need_weights: bool = False):
         """The encoder output (B, S, C) and, when asked, its attention weights."""
         return self.encoder(input_ids, attention_mask, need_weights=need_weights)
 
@@ -152,10 +119,12 @@ class EncoderDecoder(Model):
         start = torch.full_like(labels[:, :1], self.config.decoder_start_token_id)
         shifted = torch.cat([start, labels[:, :-1]], dim=1)
         pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
-        return shifted.masked_fill(shifted == -100, pad)
+        return shifted.masked_fill(shifted == IGNORE_INDEX, pad)
 
-    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, labels=None,
-                decoder_attention_mask=None, need_weights: bool = False, memory=None) -> ModelOutput:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                decoder_input_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                decoder_attention_mask: torch.Tensor | None = None, need_weights: bool = False,
+                memory: torch.Tensor | None = None) -> ModelOutput:
         """Logits (B, T, V) for the target; given labels (B, T), aligned with decoder_input_ids
         (-100 ignored), the loss, with the config's label smoothing."""
         if decoder_input_ids is None:
@@ -170,13 +139,12 @@ class EncoderDecoder(Model):
         logits = self.head(x)                                                           # (B, T, V)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
-                                   label_smoothing=self.config.label_smoothing)
+            loss = token_loss(logits, labels, self.config.label_smoothing)
         return ModelOutput(logits=logits, loss=loss, hidden_states=x, attentions=attentions,
                            encoder_hidden_states=memory, encoder_attentions=encoder_attentions)
 
     # The per-step function of the one decoding loop in generation.py.
-    def decode_init(self, input_ids, attention_mask, max_new_tokens: int):
+    def decode_init(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int):
         """Run the encoder once; the decoder starts from its start token. Returns (state, (B, 1) start)."""
         memory, _ = self.encode(input_ids, attention_mask)                             # (B, S, C)
         B = input_ids.shape[0]

@@ -17,22 +17,26 @@ Shared fields: d_model is the RNNs' hidden size H (per direction in the encoder)
 depth (n_decoder_layer must be 0 or equal), dropout on embeddings, between RNN layers and before the
 output layer, init_std, tie_embeddings (output layer = target embedding, when the widths agree).
 The first decoder input is config.decoder_start_token_id, else extra["decoder_start_token_id"],
-else bos_token_id. Fields of the Transformer blocks (n_head, d_ff, norms, positions) are unused.
+else bos_token_id. Fields of the Transformer blocks (n_head, d_ff, norms, positions, activation, ...) must
+keep their "none" or default values: `Seq2SeqRNN.supports` refuses any other.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..config import ModelConfig
 from ..errors import ConfigError, DataError
-from .base import DecodeState, Model, ModelOutput
+from .base import ANY, IGNORE_INDEX, DecodeState, Model, ModelOutput, supporting, token_loss
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 ATTENTIONS = ("bahdanau", "luong-dot", "luong-general")
+# ModelConfig fields of the Transformer blocks, which this family has none of: refused unless at their default.
+UNUSED_FIELDS = ("activation", "norm", "norm_position", "norm_eps", "final_norm", "bias", "scale_attention",
+                 "relative_buckets", "relative_max_distance")
 EXTRA_KEYS = ("cell", "bidirectional", "attention", "teacher_forcing", "embedding_dim", "decoder_start_token_id")
 
 
@@ -231,12 +235,21 @@ class Seq2SeqRNN(Model):
     Bengio et al. 2015's scheduled sampling with a fixed ratio; `self.teacher_forcing` may be changed).
     """
 
+    family = "seq2seq_rnn"
+    task = "seq2seq"
     is_encoder_decoder = True
+    can_generate = True
+    # No Transformer embeddings or blocks: their fields must keep the values that mean "none" (the preset's)
+    # or their defaults; `extra` is RNNSettings'. max_position bounds nothing here.
+    supports = supporting(Model.supports, extra=ANY, n_decoder_layer=ANY, decoder_start_token_id=ANY,
+                          positions=("none",), scale_embeddings=(False,), embedding_norm=(False,), n_head=(1,),
+                          d_ff=(0,), attn_dropout=(0.0,), activation_dropout=(0.0,),
+                          **{name: (ModelConfig.__dataclass_fields__[name].default,) for name in UNUSED_FIELDS})
 
-    def __init__(self, config):
-        super().__init__()
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
         s = RNNSettings.from_config(config)
-        self.config, self.settings = config, s
+        self.settings = s
         self.teacher_forcing = float(s.teacher_forcing)
         H, E, n_dir = config.d_model, s.embedding_dim, 2 if s.bidirectional else 1
         self.encoder = RNNEncoder(config, s)
@@ -306,7 +319,7 @@ class Seq2SeqRNN(Model):
         start = self.decoder_start_token_id
         shifted = torch.cat([torch.full_like(labels[:, :1], start), labels[:, :-1]], dim=1)
         pad = self.config.pad_token_id if self.config.pad_token_id is not None else start
-        return shifted.masked_fill(shifted == -100, pad)
+        return shifted.masked_fill(shifted == IGNORE_INDEX, pad)
 
     def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, labels=None,
                 need_weights: bool = False) -> ModelOutput:
@@ -340,8 +353,7 @@ class Seq2SeqRNN(Model):
             logits = torch.cat(all_logits, 1) if sampling else self.lm_head(self.drop(out))
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
-                                   label_smoothing=self.config.label_smoothing)
+            loss = token_loss(logits, labels, self.config.label_smoothing)
         return ModelOutput(logits=logits, loss=loss, hidden_states=out,
                            attentions=[{"cross": weights[:, None]}] if need_weights else None,
                            encoder_hidden_states=memory)
@@ -349,28 +361,54 @@ class Seq2SeqRNN(Model):
     # The per-step function of the one decoding loop in generation.py.
     def decode_init(self, input_ids, attention_mask, max_new_tokens: int):
         """Run the encoder once; the decoder starts from its start token. Returns (state, (B, 1) start).
-        The RNN state is kept batch-first in `extra` ("hidden", an LSTM's "cell": (B, L, H)) so that
+        The RNN state is kept batch-first in `recurrent` ("hidden", an LSTM's "cell": (B, L, H)) so that
         beam search reorders it; the precomputed attention keys (B, S, K) are `memory_keys`."""
         memory, mask, keys, rnn_state = self.encode(input_ids, attention_mask)
-        extra = {}
-        if isinstance(rnn_state, tuple):
-            extra["hidden"], extra["cell"] = (x.transpose(0, 1) for x in rnn_state)
-        else:
-            extra["hidden"] = rnn_state.transpose(0, 1)
+        state = DecodeState(cache=None, memory=memory, memory_mask=mask, memory_keys=keys)
+        self._keep_rnn_state(state, rnn_state)
         start = torch.full((input_ids.shape[0], 1), self.decoder_start_token_id, dtype=torch.long,
                            device=input_ids.device)
-        return DecodeState(cache=None, memory=memory, memory_mask=mask, memory_keys=keys, extra=extra), start
+        return state, start
+
+    @staticmethod
+    def _keep_rnn_state(state: DecodeState, rnn_state) -> None:
+        """The RNN's (L, B, H) state, or an LSTM's (hidden, cell), into `state.recurrent`, batch-first."""
+        hidden, cell = rnn_state if isinstance(rnn_state, tuple) else (rnn_state, None)
+        state.recurrent["hidden"] = hidden.transpose(0, 1)
+        if cell is not None:
+            state.recurrent["cell"] = cell.transpose(0, 1)
 
     def decode_step(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
         """Feed decoder tokens (B, t) one after another; return the next-token logits (B, V)."""
-        extra = state.extra
-        hidden = extra["hidden"].transpose(0, 1).contiguous()                      # (L, B, H)
-        rnn_state = (hidden, extra["cell"].transpose(0, 1).contiguous()) if "cell" in extra else hidden
+        kept = state.recurrent
+        hidden = kept["hidden"].transpose(0, 1).contiguous()                       # (L, B, H)
+        rnn_state = (hidden, kept["cell"].transpose(0, 1).contiguous()) if "cell" in kept else hidden
         for t in range(tokens.shape[1]):
             out, rnn_state, _ = self.decoder.step(self.drop(self.target_embed(tokens[:, t:t + 1])), rnn_state,
                                                   state.memory, state.memory_keys, state.memory_mask)
-        if isinstance(rnn_state, tuple):
-            extra["hidden"], extra["cell"] = (x.transpose(0, 1) for x in rnn_state)
-        else:
-            extra["hidden"] = rnn_state.transpose(0, 1)
+        self._keep_rnn_state(state, rnn_state)
         return self.lm_head(out[:, -1])                                            # (B, V)
+
+
+# --- presets ---------------------------------------------------------------------------------------
+
+def rnn_config(d_model: int, n_layer: int, embedding_dim: int, cell: str = "gru", attention: str = "bahdanau",
+               bidirectional: bool = True, vocab_size: int = 8000, **kw) -> ModelConfig:
+    """Seq2seq RNN with attention (Bahdanau et al. 2015; Luong et al. 2015): d_model is the RNNs' hidden
+    size (per encoder direction), the family's own settings sit in `extra` (RNNSettings above).
+    No Transformer blocks: n_head, d_ff and positions are unused. [PAD] 0, [BOS] 1 (the decoder's start
+    token), [EOS] 2; input and output embeddings untied, as in the papers. Weights N(0, 0.05^2), about the spread
+    of Luong et al.'s U(-0.1, 0.1) (Bahdanau's N(0, 0.01^2) suits 1000-wide layers and learns slowly at these)."""
+    return ModelConfig(family="seq2seq_rnn", vocab_size=vocab_size, d_model=d_model, n_layer=n_layer,
+                       n_decoder_layer=n_layer, n_head=1, d_ff=0, positions="none", tie_embeddings=False,
+                       dropout=0.1, attn_dropout=0.0, init_std=0.05, pad_token_id=0, bos_token_id=1,
+                       eos_token_id=2, decoder_start_token_id=1,
+                       extra={"cell": cell, "bidirectional": bidirectional, "attention": attention,
+                              "teacher_forcing": 1.0, "embedding_dim": embedding_dim}, **kw)
+
+
+PRESETS = {
+    # A small Bahdanau-style GRU translator (about 8.3M parameters with an 8,000-token vocabulary).
+    "rnn-attention": lambda: rnn_config(256, 1, 256),
+    "rnn-tiny": lambda: rnn_config(32, 1, 16, vocab_size=128).replace(init_std=0.1),
+}

@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ModelConfig, register_preset
+from ..config import ModelConfig
+from .base import ANY, supporting
 from .encoder_decoder import EncoderDecoder
 
 
@@ -36,6 +37,9 @@ class T5(EncoderDecoder):
     output layer's logits near unit scale at the start), the query's with a further 1/sqrt(d_kv):
     the scaling of Eq. 1 that T5 moves out of attention into the initialisation.
     """
+
+    family = "t5"
+    supports = supporting(EncoderDecoder.supports, scale_decoder_outputs=ANY)
 
     def init_weights(self) -> None:
         c = self.config
@@ -68,9 +72,10 @@ class T5(EncoderDecoder):
     def head(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, V)
         """With the output layer tied to the embedding, the decoder output is scaled by d_model^-0.5
         first (Mesh TensorFlow, T5 v1.0): the embedding's rows have norm ~sqrt(d_model) at init.
-        extra["scale_decoder_outputs"], when set, decides instead (transformers >= 5 ties every T5's
+        config.scale_decoder_outputs, when not None, decides instead (transformers >= 5 ties every T5's
         output layer, and builds a v1.1-shaped one tied but unscaled)."""
-        if self.config.extra.get("scale_decoder_outputs", self.config.tie_embeddings):
+        scale = self.config.scale_decoder_outputs
+        if self.config.tie_embeddings if scale is None else scale:
             x = x * self.config.d_model ** -0.5
         return super().head(x)
 
@@ -92,12 +97,12 @@ def t5_config(d_model: int, n_layer: int, n_head: int, d_ff: int, d_kv: int = 64
                        decoder_start_token_id=0, **kw)
 
 
-register_preset("t5-small", lambda: t5_config(512, 6, 8, 2048))
-register_preset("t5-base", lambda: t5_config(768, 12, 12, 3072))
-register_preset("t5-large", lambda: t5_config(1024, 24, 16, 4096))
-register_preset("t5-v1_1-small", lambda: t5_config(512, 8, 6, 1024, activation="gated-gelu_tanh",
-                                                   tie_embeddings=False))
-register_preset("t5-v1_1-base", lambda: t5_config(768, 12, 12, 2048, activation="gated-gelu_tanh",
-                                                  tie_embeddings=False))
-# Tests and the CPU demo: 4 heads of 24 (96 wide, not d_model 64: d_kv is free), a small vocabulary.
-register_preset("t5-tiny", lambda: t5_config(64, 2, 4, 128, d_kv=24, vocab_size=1000).replace(max_position=128))
+PRESETS = {
+    "t5-small": lambda: t5_config(512, 6, 8, 2048),
+    "t5-base": lambda: t5_config(768, 12, 12, 3072),
+    "t5-large": lambda: t5_config(1024, 24, 16, 4096),
+    "t5-v1_1-small": lambda: t5_config(512, 8, 6, 1024, activation="gated-gelu_tanh", tie_embeddings=False),
+    "t5-v1_1-base": lambda: t5_config(768, 12, 12, 2048, activation="gated-gelu_tanh", tie_embeddings=False),
+    # Tests and the CPU demo: 4 heads of 24 (96 wide, not d_model 64: d_kv is free), a small vocabulary.
+    "t5-tiny": lambda: t5_config(64, 2, 4, 128, d_kv=24, vocab_size=1000).replace(max_position=128),
+}

@@ -10,19 +10,21 @@ the inverse-square-root ("noam") learning-rate schedule with warm-up (§5.3, tra
 One layout choice differs from the paper, not in kind: the presets keep the sinusoidal table as
 all sines, then all cosines (tensor2tensor's and Marian's layout; the paper interleaves them: the
 same numbers with channels permuted) and a zero output bias, so that every Transformer trained
-here is a MarianMT checkpoint that `transformers` loads as it is. extra["sinusoidal_layout"] =
-"interleaved" gives the paper's layout (saved with our own model_type, "transformerkit").
+here is a MarianMT checkpoint that `transformers` loads as it is. sinusoidal_layout="interleaved"
+gives the paper's layout (saved with our own model_type, "transformerkit").
 """
 from __future__ import annotations
 
 from torch import nn
 
-from ..config import ModelConfig, register_preset
+from ..config import ModelConfig
 from .encoder_decoder import EncoderDecoder
 
 
 class Transformer(EncoderDecoder):
     """The base model of Table 3 with `transformer-base`, the big one with `transformer-big`."""
+
+    family = "transformer"
 
     def init_weights(self) -> None:
         """Glorot (Xavier) uniform weights and zero biases, as the reference implementations
@@ -49,14 +51,14 @@ def transformer_config(d_model: int, n_layer: int, n_head: int, d_ff: int, dropo
                        norm="layernorm", norm_position="post", norm_eps=1e-5, final_norm=False, bias=True,
                        positions="sinusoidal", scale_embeddings=True, tie_embeddings=True, dropout=dropout,
                        attn_dropout=0.0, label_smoothing=0.1, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                       decoder_start_token_id=1,
-                       extra={"sinusoidal_layout": "halves", "final_logits_bias": True}, **kw)
+                       decoder_start_token_id=1, sinusoidal_layout="halves", final_logits_bias=True, **kw)
 
 
-register_preset("transformer-base", lambda: transformer_config(512, 6, 8, 2048))
-register_preset("transformer-big", lambda: transformer_config(1024, 6, 16, 4096, dropout=0.3))
-# A CPU-sized model for the translation comparison with the RNN (docs/results.md): 7.7M parameters
-# with an 8,000-token vocabulary, the scale of the small Transformers trained on Multi30k.
-register_preset("transformer-small", lambda: transformer_config(256, 3, 4, 1024, vocab_size=8000))
-register_preset("transformer-tiny", lambda: transformer_config(64, 2, 4, 128, vocab_size=1000).replace(
-    max_position=128))
+PRESETS = {
+    "transformer-base": lambda: transformer_config(512, 6, 8, 2048),
+    "transformer-big": lambda: transformer_config(1024, 6, 16, 4096, dropout=0.3),
+    # A CPU-sized model for the translation comparison with the RNN (docs/results.md): 7.7M parameters
+    # with an 8,000-token vocabulary, the scale of the small Transformers trained on Multi30k.
+    "transformer-small": lambda: transformer_config(256, 3, 4, 1024, vocab_size=8000),
+    "transformer-tiny": lambda: transformer_config(64, 2, 4, 128, vocab_size=1000).replace(max_position=128),
+}

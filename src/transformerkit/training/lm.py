@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ModelConfig, get_preset
+from ..config import ModelConfig
+from ..models import get_preset
 from ..data.text import encode_corpus, load_corpus, pack_blocks
 from ..errors import ConfigError
-from ..generation import generate_text
+from ..generation import GenerationConfig, generate_text
 from ..interop import load_pretrained
 from ..models import build
 from ..tokenization import Tokenizer, char_tokenizer, load_tokenizer
@@ -49,6 +50,8 @@ def train_lm(model: str | ModelConfig, data: str, config: TrainConfig, tokenizer
     and the tokenizer come from config.out_dir/checkpoint and training continues exactly.
     Returns the trainer's summary plus `sample`: text generated from `sample_prompt`.
     """
+    if sample_prompt is not None:   # an impossible sample length fails now, not after the training
+        GenerationConfig(max_new_tokens=sample_tokens)
     train_text, valid_text = load_corpus(data)
     checkpoint = Path(config.out_dir) / CHECKPOINT
     if resume:

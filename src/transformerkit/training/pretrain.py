@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ModelConfig, get_preset
+from ..config import ModelConfig
+from ..models import get_preset
 from ..data.text import encode_corpus, load_corpus, pack_blocks
 from ..errors import ConfigError
 from ..interop import load_pretrained
