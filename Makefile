@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 RUN    ?= runs/shakespeare-char
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,8 +26,12 @@ demo: setup
 	    --eval-interval 500 --eval-batches 20 --log-interval 50 --save-interval 500 \
 	    --out $(RUN) --prompt "ROMEO:" --sample-tokens 300
 
-test: setup
+# The house style (ruff: lint and import order, [tool.ruff] in pyproject.toml), then the pytest suite.
+test: lint
 	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
 
 bench: setup
 	$(BIN)/python benchmarks/bench_gpt2.py
