@@ -155,7 +155,9 @@ class MultiHeadAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, self.inner)                              # (B, T, H*D)
         return self.out(y), weights
 
-def explicit_attention(q, k, v, attn_mask, is_causal, scale, dropout_p=0.0, training=False):
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+                       is_causal: bool, scale: float, dropout_p: float = 0.0,
+                       training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 1 written out, returning the weights softmax(QK^T/sqrt(d_k) + bias) as (B, H, Tq, Tk)."""
     scores = (q @ k.transpose(-2, -1)).float() * scale                             # (B, H, Tq, Tk)
     if is_causal:

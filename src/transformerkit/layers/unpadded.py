@@ -56,7 +56,7 @@ class Unpadded:
 def attend_unpadded(qkv: torch.Tensor, unpadded: Unpadded, attn) -> torch.Tensor:
     """Eq. 1 of `attn` (a MultiHeadAttention: its heads, scale and dropout) within each sequence of
     packed Q, K, V (N, 3HD) -> (N, HD), or (M, HD) for the M queries of `unpadded.only(...)`."""
-    from .attention import explicit_attention   # attention.py imports this module
+    from .attention import explicit_attention  # attention.py imports this module
 
     dropout_p = attn.attn_dropout if attn.training else 0.0
     lengths = unpadded.lengths

@@ -140,7 +140,8 @@ class BertModel(BertPreTrainedModel):
         self.bert = BertBody(config, pooler=True)
         self._finish()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 need_weights: bool = False) -> BertOutput:
         x, pooled, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
                                                need_weights)
@@ -180,8 +181,9 @@ class BertForMaskedLM(BertPreTrainedModel):
         self._finish()
         self._tie_mlm_decoder()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                need_weights: bool = False) -> BertOutput:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, need_weights: bool = False) -> BertOutput:
         # Given labels, only the masked positions are read: the padding need not be computed.
         picked = labels != IGNORE_INDEX if labels is not None else None                     # (B, T)
         x, _, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights,
@@ -208,8 +210,10 @@ class BertForPreTraining(BertPreTrainedModel):
         self._finish()
         self._tie_mlm_decoder()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                next_sentence_label=None, need_weights: bool = False) -> BertOutput:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, next_sentence_label: torch.Tensor | None = None,
+                need_weights: bool = False) -> BertOutput:
         # Given labels, only the masked positions and [CLS] are read: the padding need not be computed.
         picked = labels != IGNORE_INDEX if labels is not None else None                     # (B, T)
         x, pooled, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights,
@@ -222,7 +226,8 @@ class BertForPreTraining(BertPreTrainedModel):
         else:
             logits = self.mlm(x)                                                     # (B, T, V)
         if next_sentence_label is not None:
-            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label, label_smoothing=self.config.label_smoothing)
+            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label,
+                                       label_smoothing=self.config.label_smoothing)
             loss = nsp_loss if loss is None else loss + nsp_loss
         return BertOutput(logits=logits, loss=loss, hidden_states=x, pooler_output=pooled,
                           seq_relationship_logits=nsp_logits, attentions=attentions)
@@ -248,8 +253,9 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.classifier = nn.Linear(config.d_model, config.num_labels)
         self._finish()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                need_weights: bool = False) -> BertOutput:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, need_weights: bool = False) -> BertOutput:
         # Only the pooled [CLS] is read: padding is skipped, and the last block computes [CLS] only.
         x, pooled, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
                                           need_weights, read=first_position(input_ids))
@@ -272,8 +278,9 @@ class BertForTokenClassification(BertPreTrainedModel):
         self.classifier = nn.Linear(config.d_model, config.num_labels)
         self._finish()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                need_weights: bool = False) -> BertOutput:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, need_weights: bool = False) -> BertOutput:
         x, _, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights)
         logits = self.classifier(self.dropout(x))                                    # (B, T, num_labels)
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
@@ -293,8 +300,10 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         self.qa_outputs = nn.Linear(config.d_model, 2)
         self._finish()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                start_positions=None, end_positions=None, need_weights: bool = False) -> BertOutput:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                start_positions: torch.Tensor | None = None, end_positions: torch.Tensor | None = None,
+                need_weights: bool = False) -> BertOutput:
         x, _, attentions = self.bert(input_ids, attention_mask, token_type_ids, position_ids, need_weights)
         logits = self.qa_outputs(x)                                                  # (B, T, 2)
         start_logits, end_logits = logits.unbind(-1)                                 # (B, T) each
@@ -344,8 +353,9 @@ class BertForMultipleChoice(BertPreTrainedModel):
         self.classifier = nn.Linear(config.d_model, 1)
         self._finish()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                need_weights: bool = False) -> BertOutput:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, need_weights: bool = False) -> BertOutput:
         B, N, T = input_ids.shape
 
         def flat(t):

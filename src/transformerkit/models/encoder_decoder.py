@@ -19,8 +19,16 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError, GenerationError
-from ..layers import (DecoderBlock, Embeddings, EncoderBlock, KVCache, RelativePositionBias, build_attention_mask,
-                      make_norm, positions_from_mask)
+from ..layers import (
+    DecoderBlock,
+    Embeddings,
+    EncoderBlock,
+    KVCache,
+    RelativePositionBias,
+    build_attention_mask,
+    make_norm,
+    positions_from_mask,
+)
 from .base import ANY, IGNORE_INDEX, DecodeState, Model, ModelOutput, supporting, token_loss
 
 

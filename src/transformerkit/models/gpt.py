@@ -15,8 +15,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import GenerationError
-from ..layers import (DecoderBlock, Embeddings, KVCache, build_attention_mask, make_norm,
-                      positions_from_mask)
+from ..layers import DecoderBlock, Embeddings, KVCache, build_attention_mask, make_norm, positions_from_mask
 from .base import DecodeState, Model, ModelOutput, causal_lm_loss, supporting
 
 

@@ -50,7 +50,7 @@ class RNNSettings:
     embedding_dim: int = 0
 
     @classmethod
-    def from_config(cls, config) -> "RNNSettings":
+    def from_config(cls, config: ModelConfig) -> RNNSettings:
         extra = dict(config.extra)
         where = "config.extra of a seq2seq_rnn model"
         unknown = set(extra) - set(EXTRA_KEYS)
@@ -100,7 +100,7 @@ class RNNEncoder(nn.Module):
     """Bahdanau et al. 2015, §3.2: annotations h_j = [->h_j ; <-h_j], the forward and backward states
     of a bidirectional RNN over the embedded source (or ->h_j alone, unidirectional)."""
 
-    def __init__(self, config, s: RNNSettings):
+    def __init__(self, config: ModelConfig, s: RNNSettings):
         super().__init__()
         self.embed = nn.Embedding(config.vocab_size, s.embedding_dim)
         self.drop = nn.Dropout(config.dropout)
@@ -108,7 +108,7 @@ class RNNEncoder(nn.Module):
                                  bidirectional=s.bidirectional, dropout=config.dropout if config.n_layer > 1 else 0.0)
         self.n_dir = 2 if s.bidirectional else 1
 
-    def forward(self, input_ids, mask=None):
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None):
         """-> annotations (B, S, n_dir*H), final (L, B, n_dir*H) and, for an LSTM, final cells (L, B, n_dir*H)."""
         out, final = run_rnn(self.rnn, self.drop(self.embed(input_ids)), mask)           # (B, S, n_dir*H)
         finals = final if isinstance(final, tuple) else (final,)
@@ -130,7 +130,7 @@ class RNNAttention(nn.Module):
     def scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, query, keys, memory, memory_mask=None):
+    def forward(self, query, keys, memory, memory_mask: torch.Tensor | None = None):
         """query (B, T, Hq), keys (B, S, K), memory (B, S, D), memory_mask (B, S) True = real
         -> context (B, T, D), weights (B, T, S)."""
         scores = self.scores(query, keys)                                          # (B, T, S)
@@ -178,7 +178,7 @@ class BahdanauDecoder(nn.Module):
     C_o c_i) (tanh in place of the paper's maxout) goes to the softmax layer. With several layers, the
     attention reads the top layer's state. Step by step only: c_i needs s_{i-1}."""
 
-    def __init__(self, config, s: RNNSettings, memory_dim: int):
+    def __init__(self, config: ModelConfig, s: RNNSettings, memory_dim: int):
         super().__init__()
         H, E = config.d_model, s.embedding_dim
         self.attention = AdditiveAttention(H, memory_dim, H)
@@ -200,7 +200,7 @@ class LuongDecoder(nn.Module):
     the attentional hidden state h~_t = tanh(W_c [c_t; h_t]) goes to the softmax layer. Without input
     feeding (§3.3), so with teacher forcing the RNN runs over the whole target in one call (`run`)."""
 
-    def __init__(self, config, s: RNNSettings, memory_dim: int):
+    def __init__(self, config: ModelConfig, s: RNNSettings, memory_dim: int):
         super().__init__()
         H, E = config.d_model, s.embedding_dim
         self.attention = MultiplicativeAttention(H, memory_dim, general=s.attention == "luong-general")
@@ -297,7 +297,7 @@ class Seq2SeqRNN(Model):
                               "in the config")
         return start
 
-    def encode(self, input_ids, attention_mask=None):
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """Source (B, S) -> (memory (B, S, D), memory_mask (B, S) bool or None, keys, initial decoder state).
         attention_mask None means no padding (it is not guessed from pad_token_id)."""
         mask = None
@@ -321,7 +321,8 @@ class Seq2SeqRNN(Model):
         pad = self.config.pad_token_id if self.config.pad_token_id is not None else start
         return shifted.masked_fill(shifted == IGNORE_INDEX, pad)
 
-    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, labels=None,
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                decoder_input_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 need_weights: bool = False) -> ModelOutput:
         """Logits (B, T, V) for the target; given labels (B, T), aligned with decoder_input_ids (no
         shift; -100 ignored), the cross-entropy loss. attentions: [{"cross": (B, 1, T, S)}] when asked."""
@@ -359,7 +360,7 @@ class Seq2SeqRNN(Model):
                            encoder_hidden_states=memory)
 
     # The per-step function of the one decoding loop in generation.py.
-    def decode_init(self, input_ids, attention_mask, max_new_tokens: int):
+    def decode_init(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int):
         """Run the encoder once; the decoder starts from its start token. Returns (state, (B, 1) start).
         The RNN state is kept batch-first in `recurrent` ("hidden", an LSTM's "cell": (B, L, H)) so that
         beam search reorders it; the precomputed attention keys (B, S, K) are `memory_keys`."""
