@@ -150,3 +150,14 @@ def test_configs_saved_with_the_old_extra_keys_still_load():
     old["extra"] = {"sinusoidal_layout": "interleaved", "final_logits_bias": True}
     config = tk.ModelConfig.from_dict(old)
     assert config.sinusoidal_layout == "interleaved" and config.final_logits_bias and config.extra == {}
+
+
+def test_info_list_prints_every_preset_with_its_parameter_count(capsys):
+    from transformerkit.cli import main
+
+    assert main(["info", "--list"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    assert set(rows) == set(tk.PRESETS)
+    assert rows["gpt2"][1:] == ["gpt", "124,439,808"]            # transformers' GPT2LMHeadModel count
+    for name in ("gpt2-tiny", "bert-tiny", "t5-tiny", "rnn-tiny"):
+        assert int(rows[name][2].replace(",", "")) == tk.build(name).num_parameters()
