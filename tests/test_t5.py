@@ -205,6 +205,25 @@ def test_a_tied_unscaled_t5_of_transformers_5_loads_as_its_config_says(tmp_path)
     assert diff.abs().max() < 1e-4
 
 
+def test_a_fine_tuned_v1_1_that_transformers_5_says_is_tied_loads_untied(tmp_path):
+    """transformers >= 5 writes tie_word_embeddings: true over a v1.1 whose lm_head.weight is its own (a
+    fine-tuned v1.1 / Flan-T5) and unties it on load because the two tensors differ; so do we."""
+    cfg = transformers.T5Config(vocab_size=300, d_model=32, d_kv=12, d_ff=48, num_layers=2, num_heads=3,
+                                feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0)
+    torch.manual_seed(6)
+    ref = transformers.T5ForConditionalGeneration(cfg).eval()
+    ref.lm_head.weight = torch.nn.Parameter(torch.randn(300, 32) * 0.1)
+    ref.save_pretrained(tmp_path)
+    if json.loads((tmp_path / "config.json").read_text()).get("tie_word_embeddings") is not True:
+        pytest.skip("transformers < 5 writes tie_word_embeddings: false here")
+    model = tk.load(tmp_path)
+    assert not model.config.tie_embeddings and model.lm_head.weight is not model.shared.weight
+    ids, dec = torch.randint(2, 300, (2, 9)), torch.randint(2, 300, (2, 5))
+    with torch.no_grad():
+        diff = model(input_ids=ids, decoder_input_ids=dec).logits - ref(input_ids=ids, decoder_input_ids=dec).logits
+    assert diff.abs().max() < 1e-4
+
+
 @pytest.mark.parametrize("settings", GENERATION_SETTINGS)
 def test_generation_equals_transformers(pair, settings):
     model, ref, _ = pair
