@@ -161,3 +161,40 @@ def test_info_list_prints_every_preset_with_its_parameter_count(capsys):
     assert rows["gpt2"][1:] == ["gpt", "124,439,808"]            # transformers' GPT2LMHeadModel count
     for name in ("gpt2-tiny", "bert-tiny", "t5-tiny", "rnn-tiny"):
         assert int(rows[name][2].replace(",", "")) == tk.build(name).num_parameters()
+
+
+def _untied_reference(family):
+    transformers = pytest.importorskip("transformers")
+    small = dict(vocab_size=99, tie_word_embeddings=False)
+    if family == "gpt2":
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, **small))
+    if family == "bert":
+        return transformers.BertForMaskedLM(transformers.BertConfig(hidden_size=32, num_hidden_layers=2,
+                                                                    num_attention_heads=4, intermediate_size=48,
+                                                                    **small))
+    return transformers.BartForConditionalGeneration(transformers.BartConfig(
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64, **small))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert", "bart"])
+def test_tie_word_embeddings_false_loads_an_untied_output_layer(family, tmp_path):
+    """Loading follows tie_word_embeddings in config.json for every family: an untied head stays its own."""
+    torch.manual_seed(0)
+    ref = _untied_reference(family).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(std=0.1)
+        if family == "bart":   # untied, transformers keeps the stacks' token tables as copies of `shared`
+            ref.model.encoder.embed_tokens.weight.copy_(ref.model.shared.weight)
+            ref.model.decoder.embed_tokens.weight.copy_(ref.model.shared.weight)
+        if family == "bert":   # one bias in BERT's checkpoints, two names in transformers' module
+            ref.cls.predictions.decoder.bias.copy_(ref.cls.predictions.bias)
+    ref.save_pretrained(tmp_path)
+    model = tk.load(tmp_path)
+    assert not model.config.tie_embeddings
+    ids = torch.randint(3, 99, (2, 8))
+    kwargs = {"decoder_input_ids": ids[:, :5]} if family == "bart" else {}
+    with torch.no_grad():
+        ours, theirs = model(input_ids=ids, **kwargs).logits, ref(input_ids=ids, **kwargs).logits
+    assert (ours - theirs).abs().max() < 1e-4
