@@ -40,9 +40,12 @@ def randomize_(model: torch.nn.Module, std: float = 0.5, norm_bias_std: float = 
 def _pair(hf, path, **randomize):
     hf = randomize_(hf, **randomize).eval()
     hf.save_pretrained(path)
-    # Only what each call passes: no EOS/BOS/pad or other processors from the model's defaults.
+    # Only what each call passes: no EOS/BOS/pad or other processors from the model's defaults
+    # (tk.load read them from the generation_config.json transformers wrote; they are tested below).
     hf.generation_config = GenerationConfig(do_sample=False, num_beams=1)
-    return tk.load(path).eval(), hf
+    ours = tk.load(path).eval()
+    ours.generation_config = tk.GenerationConfig()
+    return ours, hf
 
 
 @pytest.fixture(scope="module", params=["gpt2", "gpt1"])
@@ -506,3 +509,319 @@ def test_generate_restores_training_mode(gpt2):
         assert torch.equal(a, ours_generate(ours, prompt(), max_new_tokens=5))  # dropout was off inside
     finally:
         ours.eval()
+
+
+# --- GenerationConfig: checked once, overrides, generation_config.json ---------------------------
+
+@pytest.mark.parametrize("settings,match", [
+    ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+    ({"max_new_tokens": -5}, "max_new_tokens must be at least 1"),
+    ({"max_new_tokens": 2.5}, "max_new_tokens must be an integer"),
+    ({"num_beams": 0}, "num_beams must be at least 1"),
+    ({"temperature": 0.0}, "temperature must be > 0"),
+    ({"temperature": -1.0}, "temperature must be > 0"),
+    ({"temperature": float("nan")}, "temperature must be > 0"),
+    ({"top_k": -1}, "top_k must be >= 0"),
+    ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+    ({"top_p": 1.5}, r"top_p must be in \(0, 1\]"),
+    ({"repetition_penalty": 0.0}, "repetition_penalty must be > 0"),
+    ({"repetition_penalty": -1.3}, "repetition_penalty must be > 0"),
+    ({"no_repeat_ngram_size": -2}, "no_repeat_ngram_size must be >= 0"),
+    ({"num_beams": 4, "do_sample": True}, "beam search with sampling"),
+    ({"early_stopping": "sometimes"}, "early_stopping must be True, False or 'never'"),
+    ({"early_stopping": 1}, "early_stopping must be True, False or 'never'"),
+    ({"do_sample": "yes"}, "do_sample must be true or false"),
+    ({"eos_token_id": -1}, "eos_token_id must be"),
+    ({"eos_token_id": [3, "x"]}, "eos_token_id must be"),
+    ({"pad_token_id": 1.5}, "pad_token_id must be"),
+    ({"stop_strings": [""]}, "stop_strings must be a list of non-empty strings"),
+    ({"length_penalty": "long"}, "length_penalty must be a number"),
+])
+def test_impossible_settings_are_generation_errors(gpt2, settings, match):
+    with pytest.raises(GenerationError, match=match):
+        tk.GenerationConfig(**settings)
+    ours, _ = gpt2
+    with pytest.raises(GenerationError, match=match):        # the same check when given to generate
+        ours_generate(ours, prompt(), **settings)
+    with pytest.raises(GenerationError, match=match):        # and when replacing a valid config's field
+        tk.GenerationConfig().replace(**settings)
+
+
+def test_settings_that_are_possible_pass():
+    cfg = tk.GenerationConfig(max_new_tokens=1, num_beams=5, top_p=1.0, top_k=0, early_stopping="never",
+                              eos_token_id=(2, 3), stop_strings="END", length_penalty=-1.0)
+    assert cfg.eos_ids == [2, 3] and cfg.eos_token_id == [2, 3] and cfg.stop_strings == ["END"]
+    assert tk.GenerationConfig(eos_token_id=0).eos_ids == [0] and tk.GenerationConfig().eos_ids == []
+
+
+def test_unknown_settings_are_errors(gpt2):
+    ours, _ = gpt2
+    with pytest.raises(GenerationError, match=r"unknown generation setting\(s\) \['max_tokens'\]"):
+        ours_generate(ours, prompt(), max_tokens=5)
+    with pytest.raises(GenerationError, match="unknown GenerationConfig fields"):
+        tk.GenerationConfig.from_dict({"max_new_tokens": 5, "beams": 2})
+    with pytest.raises(GenerationError, match="config must be a GenerationConfig"):
+        tk.generate(ours, prompt(), None, {"max_new_tokens": 5})
+
+
+def test_overrides_replace_fields_of_the_config(gpt2):
+    ours, _ = gpt2
+    ids = prompt()
+    cfg = tk.GenerationConfig(max_new_tokens=4, num_beams=3, no_repeat_ngram_size=2)
+    out = tk.generate(ours, ids, config=cfg, pad_token_id=PAD)
+    assert torch.equal(out, ours_generate(ours, ids, max_new_tokens=4, num_beams=3, no_repeat_ngram_size=2))
+    longer = tk.generate(ours, ids, config=cfg, pad_token_id=PAD, max_new_tokens=20)
+    assert longer.shape == (1, 5 + 20)
+    assert torch.equal(longer, ours_generate(ours, ids, max_new_tokens=20, num_beams=3, no_repeat_ngram_size=2))
+    assert not torch.equal(longer, ours_generate(ours, ids, max_new_tokens=20, num_beams=3))  # the rule applied
+    assert cfg.max_new_tokens == 4                            # the config itself is unchanged
+    # The combination is checked, not each part: sampling on top of a beam config is refused.
+    with pytest.raises(GenerationError, match="beam search with sampling"):
+        tk.generate(ours, ids, config=cfg, do_sample=True)
+    assert tk.generate(ours, ids, config=cfg, do_sample=True, num_beams=1).shape == (1, 5 + 4)
+
+
+def test_the_models_generation_config_is_the_default(gpt2):
+    ours, _ = gpt2
+    ids = prompt()
+    before = ours.generation_config
+    try:
+        plain = tk.GenerationConfig(max_new_tokens=20, pad_token_id=PAD)
+        ours.generation_config = plain.replace(repetition_penalty=1.3)
+        out = tk.generate(ours, ids)
+        # An explicit config replaces the model's as a whole.
+        assert torch.equal(out, tk.generate(ours, ids, config=plain, repetition_penalty=1.3))
+        assert not torch.equal(out, tk.generate(ours, ids, config=plain))
+        # Keywords go on top of the model's.
+        assert torch.equal(tk.generate(ours, ids, max_new_tokens=3), out[:, :5 + 3])
+        assert torch.equal(tk.generate(ours, ids, repetition_penalty=1.0), tk.generate(ours, ids, config=plain))
+    finally:
+        ours.generation_config = before
+
+
+def test_generation_config_json_round_trip_and_transformers_reads_it(tmp_path):
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    cfg = tk.GenerationConfig(max_new_tokens=7, num_beams=3, length_penalty=0.6, early_stopping="never",
+                              eos_token_id=[3, 5], pad_token_id=1, no_repeat_ngram_size=2, repetition_penalty=1.2,
+                              top_k=0, stop_strings=["\n\n"], truncate_prompt=True)
+    path = cfg.save_pretrained(tmp_path)
+    assert path == tmp_path / "generation_config.json"
+    assert [p.name for p in tmp_path.iterdir()] == ["generation_config.json"]      # no temporary left behind
+    assert tk.GenerationConfig.from_pretrained(tmp_path) == cfg
+    assert tk.GenerationConfig.from_dict(cfg.to_dict()) == cfg
+    theirs = HFGenerationConfig.from_pretrained(tmp_path)
+    for name in ("max_new_tokens", "do_sample", "num_beams", "temperature", "top_k", "top_p", "repetition_penalty",
+                 "no_repeat_ngram_size", "length_penalty", "early_stopping", "eos_token_id", "pad_token_id",
+                 "stop_strings"):
+        assert getattr(theirs, name) == getattr(cfg, name), name
+    # Saving again replaces the file.
+    cfg.replace(max_new_tokens=9).save_pretrained(tmp_path)
+    assert tk.GenerationConfig.from_pretrained(tmp_path).max_new_tokens == 9
+
+
+def test_reading_a_transformers_generation_config(tmp_path):
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    HFGenerationConfig(do_sample=True, temperature=0.7, top_p=0.9, eos_token_id=3, bos_token_id=2,
+                       decoder_start_token_id=2, forced_eos_token_id=3).save_pretrained(tmp_path)
+    cfg = tk.GenerationConfig.from_pretrained(tmp_path)
+    # Keys absent from their file mean their defaults: top_k 50, not ours (0).
+    assert cfg == tk.GenerationConfig(do_sample=True, temperature=0.7, top_p=0.9, eos_token_id=3, top_k=50)
+    # Their decoder_start_token_id is dropped only when it is the model's own.
+    with pytest.raises(GenerationError, match="decoder_start_token_id=2"):
+        tk.GenerationConfig.from_pretrained(tmp_path, tk.ModelConfig(decoder_start_token_id=0))
+    assert tk.GenerationConfig.from_pretrained(tmp_path, tk.ModelConfig(decoder_start_token_id=2)) == cfg
+
+
+@pytest.mark.parametrize("settings,match", [
+    ({"min_length": 5}, "min_length=5"),
+    ({"forced_bos_token_id": 0}, "forced_bos_token_id=0"),
+    ({"forced_eos_token_id": 4, "eos_token_id": 3}, "forced_eos_token_id=4"),
+    ({"max_length": 50}, "give max_new_tokens instead"),
+    ({"num_return_sequences": 2, "do_sample": True}, "num_return_sequences=2"),
+])
+def test_transformers_settings_we_would_not_honour_are_refused(tmp_path, settings, match):
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    HFGenerationConfig(**settings).save_pretrained(tmp_path)
+    with pytest.raises(GenerationError, match=match) as info:
+        tk.GenerationConfig.from_pretrained(tmp_path)
+    assert "generation_config.json" in str(info.value) and "remove these keys" in str(info.value)
+
+
+def test_max_length_beside_max_new_tokens_is_dropped(tmp_path):
+    (tmp_path / "generation_config.json").write_text('{"max_length": 20, "max_new_tokens": 5, "num_beams": 2}')
+    assert tk.GenerationConfig.from_pretrained(tmp_path) == tk.GenerationConfig(max_new_tokens=5, num_beams=2,
+                                                                                  top_k=50)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("{not json", "not readable as JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    ('{"max_new_tokens": -1}', "max_new_tokens must be at least 1"),
+    ('{"temperature": "hot"}', "temperature must be a number"),
+])
+def test_a_malformed_generation_config_is_a_clear_error(tmp_path, text, match):
+    (tmp_path / "generation_config.json").write_text(text)
+    with pytest.raises(GenerationError, match=match) as info:
+        tk.GenerationConfig.from_pretrained(tmp_path)
+    assert str(tmp_path / "generation_config.json") in str(info.value)
+    tk.build("gpt2-tiny").save_pretrained(tmp_path)
+    with pytest.raises(GenerationError, match=match):       # tk.load reads it too
+        tk.load(tmp_path)
+
+
+def test_absent_generation_config(tmp_path):
+    assert tk.GenerationConfig.from_pretrained(tmp_path) is None
+    model = tk.build("gpt2-tiny")
+    model.save_pretrained(tmp_path)
+    assert not (tmp_path / "generation_config.json").exists()
+    assert getattr(tk.load(tmp_path), "generation_config", None) is None
+
+
+def test_a_saved_generation_config_comes_back_with_the_model(gpt2, tmp_path):
+    ours, _ = gpt2
+    ids, mask = left_padded_batch()
+    eos = greedy_eos(ours, ids, mask, step=2)
+    cfg = tk.GenerationConfig(max_new_tokens=12, eos_token_id=eos, pad_token_id=PAD, no_repeat_ngram_size=3)
+    before = ours.generation_config
+    try:
+        ours.generation_config = cfg
+        ours.save_pretrained(tmp_path)
+    finally:
+        ours.generation_config = before
+    loaded = tk.load(tmp_path)
+    assert loaded.generation_config == cfg
+    out = tk.generate(loaded, ids, mask)                            # no settings: the checkpoint's
+    assert torch.equal(out, ours_generate(ours, ids, mask, max_new_tokens=12, eos_token_id=eos,
+                                          no_repeat_ngram_size=3))
+    assert eos in out[0, ids.shape[1]:].tolist()                    # its EOS id played its part
+    # transformers loads the same checkpoint with the same generation settings.
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path)
+    assert (hf.generation_config.max_new_tokens, hf.generation_config.eos_token_id) == (12, eos)
+    # Saving the loaded model again keeps the file (convert, fine-tuning, the trainer's checkpoints).
+    loaded.save_pretrained(tmp_path / "again")
+    assert tk.GenerationConfig.from_pretrained(tmp_path / "again") == cfg
+
+
+def test_an_encoder_decoders_generation_config_drives_transformers_generate(tmp_path):
+    """transformers takes the decoder's start token from generation_config.json: it is written there."""
+    from transformers import T5ForConditionalGeneration
+
+    model = tk.build("t5-tiny")
+    model.generation_config = tk.GenerationConfig(max_new_tokens=5, num_beams=2, eos_token_id=1, pad_token_id=0)
+    model.save_pretrained(tmp_path)
+    ids = prompt(T=6)
+    theirs = T5ForConditionalGeneration.from_pretrained(tmp_path).generate(ids)   # the file's settings only
+    ours = tk.generate(tk.load(tmp_path), ids)
+    assert ours.shape == (1, 1 + 5) and theirs[0, 0] == model.config.decoder_start_token_id
+    assert_same_tokens(ours, theirs)
+
+
+def test_settings_we_cannot_honour_do_not_stop_tk_load_but_stop_generate(tmp_path):
+    """A checkpoint whose generation_config.json asks for something we do not implement loads (its weights
+    are usable), but generate refuses to decode with those settings until given the caller's own."""
+    import json
+
+    tk.build("gpt2-tiny").save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text(json.dumps(
+        {"max_new_tokens": 4, "eos_token_id": 2, "forced_eos_token_id": 0, "min_new_tokens": 3,
+         "use_cache": True, "transformers_version": "4.50.0"}))
+    with pytest.raises(GenerationError, match="does not implement forced_eos_token_id=0, min_new_tokens=3"):
+        tk.GenerationConfig.from_pretrained(tmp_path)
+    model = tk.load(tmp_path)
+    assert model.generation_config.unsupported == {"forced_eos_token_id": 0, "min_new_tokens": 3}
+    ids = prompt()
+    with pytest.raises(GenerationError, match="forced_eos_token_id=0") as info:
+        tk.generate(model, ids, max_new_tokens=2)
+    assert "generation_config.json" in str(info.value) and "config=tk.GenerationConfig" in str(info.value)
+    kept = model.generation_config.replace()                  # our settings of the file, without theirs
+    assert kept.unsupported == {} and (kept.max_new_tokens, kept.eos_token_id) == (4, 2)
+    assert tk.generate(model, ids, config=kept, eos_token_id=None).shape == (1, 5 + 4)
+    # Saved again (convert, fine-tuning), the file keeps what it said, for transformers.
+    model.save_pretrained(tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "generation_config.json").read_text())
+    assert again["forced_eos_token_id"] == 0 and again["min_new_tokens"] == 3 and again["use_cache"] is True
+    assert "transformers_version" not in again and again["max_new_tokens"] == 4
+
+
+def test_tk_load_reads_the_generation_config_transformers_wrote(tmp_path):
+    tiny_gpt2().save_pretrained(tmp_path)                      # bos 2, eos 3 in its generation_config.json
+    model = tk.load(tmp_path)
+    assert model.generation_config == tk.GenerationConfig(eos_token_id=3, top_k=50)
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+@pytest.fixture
+def char_checkpoint(tmp_path):
+    from transformerkit.tokenization import char_tokenizer
+
+    tok = char_tokenizer("".join(f"Line {i}: the quick brown fox.\n" for i in range(20)))
+    directory = tmp_path / "ckpt"
+    tk.build("gpt2-tiny", vocab_size=tok.vocab_size, max_position=64).save_pretrained(directory)
+    tok.save(directory)
+    return directory
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--max-new-tokens", "-5"], "max_new_tokens must be at least 1, got -5"),
+    (["--max-new-tokens", "0"], "max_new_tokens must be at least 1, got 0"),
+    (["--temperature", "0"], "temperature must be > 0"),
+    (["--top-p", "0"], "top_p must be in"),
+    (["--top-k", "-1"], "top_k must be >= 0"),
+    (["--num-beams", "0"], "num_beams must be at least 1"),
+    (["--repetition-penalty", "0"], "repetition_penalty must be > 0"),
+    (["--no-repeat-ngram-size", "-1"], "no_repeat_ngram_size must be >= 0"),
+    (["--stop", ""], "stop_strings must be a list of non-empty strings"),
+])
+def test_cli_generate_refuses_impossible_settings(char_checkpoint, capsys, flags, match):
+    from transformerkit.cli import main
+
+    assert main(["generate", str(char_checkpoint), "--prompt", "Line"] + flags) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""                                 # not even the prompt: nothing was generated
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tkit: error: ") and match in lines[0], captured.err
+
+
+def test_cli_generate_negative_length_exits_1_without_traceback(char_checkpoint):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "transformerkit.cli", "generate", str(char_checkpoint),
+                             "--max-new-tokens", "-5"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "tkit: error: max_new_tokens must be at least 1, got -5; ask for one or more new tokens"]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["translate", "{ckpt}", "hello", "--beams", "0"], "num_beams must be at least 1, got 0"),
+    (["fill-mask", "{ckpt}", "to be <mask>", "--beams", "-2"], "num_beams must be at least 1, got -2"),
+    (["train", "--data", "{corpus}", "--tokenizer", "char", "--sample-tokens", "0", "--out", "{run}"],
+     "max_new_tokens must be at least 1, got 0"),
+])
+def test_cli_other_decoding_commands_check_first(char_checkpoint, tmp_path, capsys, argv, match):
+    """Checked before any model loads (the GPT checkpoint is not even a translator) or any training runs."""
+    from transformerkit.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Line 1: the quick brown fox.\n" * 50)
+    argv = [a.format(ckpt=char_checkpoint, corpus=corpus, run=tmp_path / "run") for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and match in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_generate_text_refuses_a_negative_length(char_checkpoint):
+    from transformerkit.generation import generate_text
+
+    model, tok = tk.load(char_checkpoint), tk.load_tokenizer(char_checkpoint)
+    with pytest.raises(GenerationError, match="max_new_tokens must be at least 1"):
+        generate_text(model, tok, "Line", max_new_tokens=-5)     # it used to return "" silently
+    assert len(generate_text(model, tok, "Line", max_new_tokens=3, do_sample=False)[0]) == 3

@@ -10,7 +10,7 @@
 from .config import PRESETS, ModelConfig, get_preset
 from .errors import (AssetError, CheckpointError, ConfigError, DataError, GenerationError,
                      TransformerKitError)
-from .generation import generate
+from .generation import GenerationConfig, generate
 from .inference import embed, fill_mask, similarity
 from .interop import load_pretrained as load
 from .models import build
@@ -30,5 +30,5 @@ def fetch(name: str):
     return _fetch(name)
 
 
-__all__ = ["build", "load", "load_tokenizer", "generate", "fetch", "embed", "similarity", "fill_mask", "ModelConfig", "PRESETS", "get_preset",
+__all__ = ["build", "load", "load_tokenizer", "generate", "GenerationConfig", "fetch", "embed", "similarity", "fill_mask", "ModelConfig", "PRESETS", "get_preset",
            "TransformerKitError", "ConfigError", "CheckpointError", "AssetError", "DataError", "GenerationError"]

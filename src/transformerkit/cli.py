@@ -114,8 +114,10 @@ def add_train(sub) -> None:
 # --- tkit translate -----------------------------------------------------------------------------
 
 def cmd_translate(args) -> None:
+    from .generation import GenerationConfig
     from .training.translate import bleu, load_translator, translate
 
+    GenerationConfig(num_beams=args.beams)   # an impossible setting is an error before the model loads
     model, tok, settings = load_translator(args.checkpoint)
     prefix = settings.get("prefix", "") if args.prefix is None else args.prefix
     max_length = args.max_length or settings.get("max_length", 128)
@@ -250,9 +252,11 @@ def add_pretrain(sub) -> None:
 
 def cmd_fill_mask(args) -> None:
     from . import load, load_tokenizer
+    from .generation import GenerationConfig
     from .inference import fill_in, fill_mask
     from .interop import resolve_checkpoint
 
+    GenerationConfig(num_beams=args.beams)   # T5/BART's fill-in decodes with these beams: checked before loading
     folder = resolve_checkpoint(args.checkpoint)
     model, tok = load(folder), load_tokenizer(args.tokenizer or folder)
     if model.is_encoder_decoder:
@@ -321,9 +325,15 @@ def cmd_generate(args) -> None:
     import torch
 
     from . import load, load_tokenizer
-    from .generation import generate_text
+    from .generation import GenerationConfig, generate_text
     from .interop import resolve_checkpoint
 
+    settings = {"max_new_tokens": args.max_new_tokens, "do_sample": not args.greedy and args.num_beams == 1,
+                "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                "num_beams": args.num_beams, "length_penalty": args.length_penalty,
+                "repetition_penalty": args.repetition_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size,
+                "stop_strings": args.stop, "truncate_prompt": args.truncate}
+    GenerationConfig(**settings)   # an impossible setting is an error before anything loads or prints
     folder = resolve_checkpoint(args.checkpoint)
     model = load(folder)
     tokenizer = load_tokenizer(args.tokenizer or folder)
@@ -333,12 +343,8 @@ def cmd_generate(args) -> None:
     stream = not args.no_stream and len(prompts) == 1 and args.num_beams == 1
     if stream:
         print(prompts[0], end="", flush=True)
-    texts = generate_text(
-        model, tokenizer, prompts, stream=stream, seed=args.seed, max_new_tokens=args.max_new_tokens,
-        do_sample=not args.greedy and args.num_beams == 1, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, num_beams=args.num_beams, length_penalty=args.length_penalty,
-        repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-        stop_strings=args.stop, truncate_prompt=args.truncate)
+    # The flags go on top of the checkpoint's generation_config (its EOS and pad ids, early_stopping).
+    texts = generate_text(model, tokenizer, prompts, stream=stream, seed=args.seed, **settings)
     if not stream:
         for prompt, text in zip(prompts, texts):
             print(prompt + text)

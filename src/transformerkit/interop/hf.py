@@ -158,6 +158,7 @@ def _read_config(directory: Path) -> tuple[Converter, ModelConfig, str]:
 
 def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = False, **overrides):
     """Build our model from a Hugging Face (or our own, same layout) checkpoint folder, in eval mode.
+    A generation_config.json beside it becomes `model.generation_config`, what `generate` starts from.
 
     task: another head than the checkpoint's own (e.g. "sequence-classification" on a bare BertModel);
     fresh_head: start that head from random weights where the checkpoint has none that fits;
@@ -170,6 +171,11 @@ def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = Fals
     model = build(config.replace(**overrides) if overrides else config, task=task or default_task)
     load_state_into(model, read_state_dict(directory), conv, where=directory, fresh_head=fresh_head,
                     other_task=task not in (None, default_task))
+    from ..generation import GenerationConfig  # generation sits above interop: resolved at call time
+    # generation_config.json, if any; a setting we cannot honour stops generate(), not the loading
+    generation = GenerationConfig.from_pretrained(directory, model.config, strict=False)
+    if generation is not None:
+        model.generation_config = generation
     return model.eval()   # as transformers' from_pretrained: ready for inference, model.train() to train
 
 
@@ -262,7 +268,8 @@ def _untied_copies(model, theirs: dict, conv: Converter, new_state: dict) -> lis
 
 
 def save_pretrained(model, directory) -> None:
-    """Write config.json + model.safetensors so `transformers` (and `load_pretrained`) can read them.
+    """Write config.json + model.safetensors so `transformers` (and `load_pretrained`) can read them,
+    and generation_config.json when the model has a `generation_config`.
 
     Files are written to a temporary folder first and moved into place, so a failure never
     leaves a half-written checkpoint; other files in `directory` (a tokenizer) are kept.
@@ -287,7 +294,10 @@ def save_pretrained(model, directory) -> None:
     try:
         save_file(theirs, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(conv.config_to_hf(model.config, task), indent=2) + "\n")
-        for name in ("model.safetensors", "config.json"):
+        names = ["model.safetensors", "config.json"]
+        if getattr(model, "generation_config", None) is not None:   # tk.load's, or set by the user
+            names.append(model.generation_config.save_pretrained(tmp, model.config).name)
+        for name in names:
             os.replace(tmp / name, directory / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

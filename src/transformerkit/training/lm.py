@@ -50,8 +50,9 @@ def train_lm(model: str | ModelConfig, data: str, config: TrainConfig, tokenizer
     and the tokenizer come from config.out_dir/checkpoint and training continues exactly.
     Returns the trainer's summary plus `sample`: text generated from `sample_prompt`.
     """
-    if sample_prompt is not None:   # an impossible sample length fails now, not after the training
-        GenerationConfig(max_new_tokens=sample_tokens)
+    # The sample's own settings (not a fine-tuned checkpoint's), checked now rather than after the training.
+    sample = GenerationConfig(max_new_tokens=sample_tokens, do_sample=True, top_k=50) if sample_prompt is not None \
+        else None
     train_text, valid_text = load_corpus(data)
     checkpoint = Path(config.out_dir) / CHECKPOINT
     if resume:
@@ -64,7 +65,6 @@ def train_lm(model: str | ModelConfig, data: str, config: TrainConfig, tokenizer
     valid_blocks = pack_blocks(encode_corpus(valid_text, tok), config.block_size)
     summary = train(net, train_blocks, valid_blocks, config, resume=resume, tokenizer=tok)
     summary["parameters"] = net.num_parameters()
-    if sample_prompt is not None:
-        summary["sample"] = generate_text(net, tok, sample_prompt, max_new_tokens=sample_tokens,
-                                          do_sample=True, top_k=50, seed=config.seed)[0]
+    if sample is not None:
+        summary["sample"] = generate_text(net, tok, sample_prompt, sample, seed=config.seed)[0]
     return summary

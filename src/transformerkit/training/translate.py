@@ -224,7 +224,7 @@ def translate(model, tok: Tokenizer, sources: list[str], *, num_beams: int = 4, 
         for row, i in enumerate(batch):
             ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
         mask = (ids != tok.pad_token_id).long()
-        limit = max_new_tokens or min(max_length, int(1.5 * width) + 10)
+        limit = max_new_tokens if max_new_tokens is not None else min(max_length, int(1.5 * width) + 10)
         generated = generate(model, ids.to(device), mask.to(device), max_new_tokens=limit, num_beams=num_beams,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **generate_kwargs)
         for row, i in enumerate(batch):
