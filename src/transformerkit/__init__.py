@@ -7,13 +7,13 @@
     new_ids = tk.generate(model, ids, max_new_tokens=64)
     vecs = tk.embed(tk.load(tk.fetch("minilm-l6")), tk.load_tokenizer("minilm-l6"), ["a sentence"])
 """
-from .config import PRESETS, ModelConfig, get_preset
+from .config import ModelConfig
 from .errors import (AssetError, CheckpointError, ConfigError, DataError, GenerationError,
                      TransformerKitError)
 from .generation import GenerationConfig, generate
 from .inference import embed, fill_mask, similarity
 from .interop import load_pretrained as load
-from .models import build
+from .models import PRESETS, build, get_preset
 
 __version__ = "0.1.0"
 

@@ -400,8 +400,14 @@ def add_convert(sub) -> None:
 
 
 def cmd_info(args) -> None:
-    from .analysis import describe
+    from .analysis import describe, list_presets
 
+    if args.list:
+        for row in list_presets():
+            print(f"{row['name']:<18} {row['family']:<12} {row['parameters']:>18,}")
+        return
+    if args.model is None:
+        raise ConfigError("give a preset name or checkpoint folder, or --list for every preset")
     info = describe(args.model)
     print(f"{info['name']}: {info['class']}")
     print(f"parameters: {info['parameters']:,} ({info['parameters_without_embeddings']:,} without embeddings)")
@@ -413,8 +419,10 @@ def cmd_info(args) -> None:
 def add_info(sub) -> None:
     p = sub.add_parser("info", help="show a model's config and parameter count",
                        description="Show the configuration and parameter count of a preset (built on the meta "
-                                   "device, so even gpt3-175b is instant) or a checkpoint folder.")
-    p.add_argument("model", help="preset name or checkpoint folder")
+                                   "device, so even gpt3-175b is instant) or a checkpoint folder; --list shows "
+                                   "every preset with its family and parameter count.")
+    p.add_argument("model", nargs="?", help="preset name or checkpoint folder")
+    p.add_argument("--list", action="store_true", help="list every preset with its parameter count")
     p.set_defaults(func=cmd_info)
 
 
