@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from transformerkit.errors import AssetError, ConfigError
+from transformerkit.files import atomic_folder
 
 Registry = Literal["pypi", "debian"]
 Kind = Literal["sdist", "wheel", "deb"]
@@ -215,13 +216,12 @@ def fetch(name: str, force: bool = False) -> Path:
     print(f"Fetching asset {asset.name!r} ({asset.source}) into {root}", file=sys.stderr)
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
-        # The temporary folder sits next to the final one so the rename is atomic.
-        with tempfile.TemporaryDirectory(prefix=f".{root.name}.", dir=root.parent) as tmp:
-            downloads, unpacked = Path(tmp) / "download", Path(tmp) / "unpacked"
-            downloads.mkdir()
-            unpacked.mkdir()
+        # Unpacked beside the final folder, which it replaces in one rename once complete; with force
+        # the old copy stays until then. Without force a concurrent fetch that finished first wins.
+        with tempfile.TemporaryDirectory(prefix=f".{root.name}.download-", dir=root.parent) as downloads, \
+                atomic_folder(root, replace=force) as unpacked:
             for part in asset.archives:
-                archive = download(part, downloads)
+                archive = download(part, Path(downloads))
                 _verify(part, archive)
                 _unpack(part, archive, unpacked)
             if not (unpacked / asset.subdir).is_dir():
@@ -229,7 +229,6 @@ def fetch(name: str, force: bool = False) -> Path:
                     f"Asset {asset.name!r}: the archive {asset.filename} has no folder {asset.subdir!r}. "
                     "The catalog entry's subdir is wrong; fix it in transformerkit/assets.py."
                 )
-            _move_into_place(unpacked, root, replace=force)
     except OSError as e:
         raise AssetError(
             f"Asset {asset.name!r}: cannot write it into the cache {root.parent}: {e}. "
@@ -333,21 +332,6 @@ def _run_dpkg_x(asset: Asset, archive: Path, dest: Path) -> None:
             f"Asset {asset.name!r}: `dpkg -x {asset.filename}` failed: {e.stderr.strip()}. "
             f"Check free space in {dest.parent} and fetch again."
         ) from e
-
-
-def _move_into_place(unpacked: Path, root: Path, replace: bool) -> None:
-    """Rename the finished tree to ``root``; with ``replace``, swap the old one out first."""
-    old = unpacked.parent / "old"  # inside the temporary folder, so removed with it
-    if replace and root.exists():
-        root.rename(old)
-    try:
-        unpacked.rename(root)
-    except OSError:
-        if old.exists():
-            old.rename(root)
-            raise
-        if not root.is_dir():  # else a concurrent fetch finished first: use its copy
-            raise
 
 
 def list_assets() -> list[dict]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tok
 from transformerkit.assets import fetch
 from transformerkit.data.text import read_text
 from transformerkit.errors import ConfigError, DataError
+from transformerkit.files import atomic_files
 
 ENDOFTEXT = "<|endoftext|>"
 UNK = "[UNK]"
@@ -267,21 +267,20 @@ class Tokenizer:
         The layout is Hugging Face's, so ``transformers`` loads the folder too
         (``GPT2TokenizerFast.from_pretrained(directory)`` for a byte-level BPE,
         ``AutoTokenizer`` / ``BertTokenizerFast`` for BERT's WordPiece).
-        Each file is written to a temporary name and renamed into place.
+        The files are written together (files.atomic_files): none is replaced before all are
+        complete, and other files in ``directory`` (a model's weights) are kept.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / "tokenizer.json", self.backend.to_str(pretty=True))
         config = {key: getattr(self, key) for key in SPECIAL_TOKEN_KEYS if getattr(self, key) is not None}
         config |= self._transformers_class_config()
-        _atomic_write(directory / "tokenizer_config.json", json.dumps(config, indent=2))
-        if isinstance(self.backend.model, models.BPE):
-            with tempfile.TemporaryDirectory(dir=directory) as tmp:
-                for written in self.backend.model.save(tmp):
-                    os.replace(written, directory / Path(written).name)
-        if isinstance(self.backend.model, models.WordPiece):
-            by_id = sorted(self.backend.get_vocab(with_added_tokens=False).items(), key=lambda item: item[1])
-            _atomic_write(directory / "vocab.txt", "".join(f"{token}\n" for token, _ in by_id))
+        with atomic_files(directory) as tmp:
+            (tmp / "tokenizer.json").write_text(self.backend.to_str(pretty=True), encoding="utf-8")
+            (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+            if isinstance(self.backend.model, models.BPE):
+                self.backend.model.save(str(tmp))             # vocab.json + merges.txt
+            if isinstance(self.backend.model, models.WordPiece):
+                by_id = sorted(self.backend.get_vocab(with_added_tokens=False).items(), key=lambda item: item[1])
+                (tmp / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in by_id), encoding="utf-8")
         return directory
 
     def _transformers_class_config(self) -> dict[str, Any]:
@@ -750,15 +749,3 @@ def _texts(files_or_texts: Iterable[str | os.PathLike]) -> Iterator[str]:
     for item in files_or_texts:
         yield item if isinstance(item, str) else read_text(item)
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half of it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a saved tokenizer is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
+from ..files import atomic_files
 
 # Tensors a checkpoint may hold that are not weights (causal-mask buffers of old GPT-2 files).
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "position_ids")
@@ -288,19 +287,11 @@ def save_pretrained(model, directory) -> None:
         for their_name, value in zip(their_names, tensor.detach().chunk(len(their_names))):
             theirs[their_name] = (value.t() if conv.is_transposed(their_name) else value).cpu().clone(
                 memory_format=torch.contiguous_format)   # own storage: tied copies may be saved twice
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=directory))
-    try:
+    with atomic_files(directory) as tmp:
         save_file(theirs, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(conv.config_to_hf(model.config, task), indent=2) + "\n")
-        names = ["model.safetensors", "config.json"]
         if getattr(model, "generation_config", None) is not None:   # tk.load's, or set by the user
-            names.append(model.generation_config.save_pretrained(tmp, model.config).name)
-        for name in names:
-            os.replace(tmp / name, directory / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            model.generation_config.save_pretrained(tmp, model.config)
 
 
 # Models that `transformers` has no class for (the seq2seq RNN, a Transformer with the paper's interleaved

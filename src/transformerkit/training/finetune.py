@@ -8,8 +8,6 @@ seqeval. What `tkit finetune` runs; a library user calls `finetune` the same way
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from ..assets import CATALOG, fetch
 from ..config import get_preset
 from ..data.labelled import ClassificationData, TaggingData, load_labelled
 from ..errors import ConfigError, DataError
+from ..files import atomic_write
 from ..interop import load_pretrained
 from ..interop.hf import checkpoint_config, resolve_checkpoint
 from ..metrics import accuracy, entity_f1, macro_f1
@@ -186,13 +185,5 @@ def finetune(model: str, data: str, config: TrainConfig, *, tokenizer: str | Non
                    valid=score(net, rows["valid"], batches, label_names),
                    test=score(net, rows["test"], batches, label_names),
                    total_seconds=time.perf_counter() - started)
-    _write_json(Path(config.out_dir) / RESULTS_FILE, summary)
+    atomic_write(Path(config.out_dir) / RESULTS_FILE, json.dumps(summary, indent=2, default=str))
     return summary
-
-
-def _write_json(path: Path, content: dict) -> None:
-    """Atomically (temp file + rename), so a reader never sees half a results file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(content, f, indent=2, default=str)
-    os.replace(tmp, path)

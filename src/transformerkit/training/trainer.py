@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -36,6 +34,7 @@ from tqdm.auto import tqdm
 from ..config import DictMixin
 from ..errors import CheckpointError, ConfigError, DataError
 from ..analysis.hardware import mfu
+from ..files import atomic_folder, atomic_write, recover_folder
 from .schedule import SCHEDULES, learning_rate
 
 CHECKPOINT = "checkpoint"
@@ -205,40 +204,22 @@ def evaluate(model, blocks, config: TrainConfig, micro: int, make_batch, autocas
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def _fsync_tree(directory: Path) -> None:
-    """Put the files on disk before the rename publishes them (else a power cut can publish empty files)."""
-    for path in directory.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-
-
 def save_checkpoint(out_dir: Path, model, state: dict, tokenizer=None, extra_files: dict | None = None) -> Path:
     """Write out_dir/checkpoint so that it is always either the old one or the new one, complete.
 
     Everything goes into a temp folder beside it first; only then does it take the place of
-    the old one (two renames: the old folder waits at checkpoint.old in between, which
-    `load_checkpoint` takes back if a crash lands there). A failure leaves no temp folder.
+    the old one (files.atomic_folder: the old folder waits at checkpoint.old between the two
+    renames, which `_prepare_out_dir` takes back if a crash lands there). A failure leaves no
+    temp folder.
     """
     final = out_dir / CHECKPOINT
-    old = out_dir / (CHECKPOINT + ".old")
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-tmp-", dir=out_dir))
-    try:
+    with atomic_folder(final) as tmp:
         model.save_pretrained(tmp)
         torch.save(state, tmp / STATE_FILE)
         if tokenizer is not None:
             tokenizer.save(tmp)
         for name, content in (extra_files or {}).items():
             (tmp / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-        _fsync_tree(tmp)
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.rename(final, old)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -273,10 +254,7 @@ def _prepare_out_dir(out_dir: Path, resume: bool, ddp: Distributed) -> None:
                               "or choose another out_dir")
     if ddp.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(".checkpoint-tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if not final.exists() and old.exists():      # a crash between the two renames of save_checkpoint
-            os.rename(old, final)
+        recover_folder(final)      # temp folders of a killed save; checkpoint.old after a crash between its renames
         if not resume:
             (out_dir / METRICS_FILE).unlink(missing_ok=True)
     if ddp.world_size > 1:
@@ -288,9 +266,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in rows))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(line + "\n" for line in rows))
 
 
 def _rng_state(device: torch.device) -> dict:

@@ -19,11 +19,11 @@ from tqdm import tqdm
 
 from ..config import ModelConfig, get_preset
 from ..errors import ConfigError, DataError, GenerationError
+from ..files import atomic_write
 from ..interop import load_pretrained
 from ..interop.hf import checkpoint_config, resolve_checkpoint
 from ..models import build
 from ..tokenization import Tokenizer, load_tokenizer
-from .finetune import _write_json
 from .trainer import TrainConfig, train
 
 IGNORE = -100
@@ -187,7 +187,7 @@ def train_translation(model: str | ModelConfig, data: str, config: TrainConfig =
                    samples=[{"source": s, "reference": r, "translation": h}
                             for (s, r), h in list(zip(test, scored["translations"]))[:5]],
                    total_seconds=time.perf_counter() - started)
-    _write_json(out_dir / RESULTS_FILE, summary)
+    atomic_write(out_dir / RESULTS_FILE, json.dumps(summary, indent=2, default=str))
     return summary
 
 

@@ -2,14 +2,13 @@
 target words it writes and the source words it reads (Bahdanau et al. 2015, Figure 3)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError, DataError
-from ._io import pyplot, save_figure
+from .figures import pyplot, save_figure
 
 
 @torch.inference_mode()
@@ -35,11 +34,7 @@ def plot_alignment(weights: torch.Tensor, source_tokens: list[str], target_token
                    title: str = "") -> list[Path]:
     """Heatmap of (T, S) weights: target tokens down, source tokens across. Writes PNG and SVG
     next to each other (path's suffix is replaced); returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     T, S = weights.shape
     fig, ax = plt.subplots(figsize=(max(4.0, 0.38 * S + 2), max(3.0, 0.38 * T + 1.5)))
     image = ax.imshow(weights.numpy(), cmap="viridis", vmin=0.0, aspect="auto")
@@ -51,16 +46,7 @@ def plot_alignment(weights: torch.Tensor, source_tokens: list[str], target_token
         ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04, label="attention weight")
     fig.tight_layout()
-    written = []
-    for suffix in (".png", ".svg"):
-        target = Path(path).with_suffix(suffix)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp{suffix}")
-        fig.savefig(tmp, dpi=150)
-        tmp.replace(target)
-        written.append(target)
-    plt.close(fig)
-    return written
+    return save_figure(fig, path)
 
 
 # --- every layer and head of any model ---------------------------------------------------------

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from ..errors import DataError
-from ._io import pyplot, save_figure
+from .figures import pyplot, save_figure
 
 METRICS_FILE = "metrics.jsonl"   # the trainer's name for it (training/trainer.py)
 

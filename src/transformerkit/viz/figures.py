@@ -1,7 +1,9 @@
-"""Saving figures: PNG and SVG side by side, each written atomically (temp file + rename)."""
+"""Saving figures: PNG and SVG side by side, each written atomically (files.atomic_path)."""
 from __future__ import annotations
 
 from pathlib import Path
+
+from ..files import atomic_path
 
 
 def pyplot():
@@ -21,13 +23,8 @@ def save_figure(fig, path, dpi: int = 150) -> list[Path]:
     try:
         for suffix in (".png", ".svg"):
             target = Path(path).with_suffix(suffix)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp{suffix}")
-            try:
-                fig.savefig(tmp, dpi=dpi)
-                tmp.replace(target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, dpi=dpi, format=suffix[1:])   # the temp name has no suffix to tell the format
             written.append(target)
     finally:
         plt.close(fig)

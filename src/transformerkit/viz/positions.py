@@ -9,7 +9,7 @@ import torch
 
 from ..errors import ConfigError
 from ..layers.positions import sinusoidal_table
-from ._io import pyplot, save_figure
+from .figures import pyplot, save_figure
 
 
 def _check(d_model: int, n_positions: int) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from ._io import pyplot, save_figure
+from .figures import pyplot, save_figure
 
 
 def _peak(hardware: Mapping, dtype: str) -> tuple[float, float]:
