@@ -236,7 +236,8 @@ def _decode(data: bytes, path: Path, fallback: str | None = None) -> str:
         ) from None
 
 
-def _read_nonempty(path: Path, fallback: str | None = None) -> str:
+def read_nonempty(path: Path, fallback: str | None = None) -> str:
+    """A data file's text (UTF-8, else ``fallback``); an empty file is a DataError naming it."""
     text = _decode(read_bytes(path), path, fallback)
     if not text.strip():
         raise DataError(f"Data file {path} is empty. Pass a file with examples in it.")
@@ -251,7 +252,7 @@ def _clean_text(text: str) -> str:
 def _read_table(path: Path, text_column: str, label_column: str, fallback: str | None = None
                 ) -> list[tuple[int, str, str]]:
     """``(line number, text, label)`` of each row of a CSV/TSV/JSONL file; the label must be non-empty."""
-    source = _read_nonempty(path, fallback)
+    source = read_nonempty(path, fallback)
     if path.suffix.lower() == ".jsonl":
         rows = _jsonl_rows(source, path)
     else:
@@ -321,7 +322,7 @@ def read_tagged_sentences(path: str | PathLike, fallback: str | None = None) -> 
     sentences: list[tuple[list[str], list[str]]] = []
     tokens: list[str] = []
     tags: list[str] = []
-    for line_number, line in enumerate(_read_nonempty(path, fallback).splitlines(), 1):
+    for line_number, line in enumerate(read_nonempty(path, fallback).splitlines(), 1):
         if not line.strip():
             if tokens:
                 sentences.append((tokens, tags))
@@ -362,7 +363,7 @@ def load_bbc_news(seed: int = 0) -> ClassificationData:
     if not files:
         raise DataError(f"No class folders of .txt files in {folder}. Fetch the asset again: "
                         "transformerkit.assets.fetch('bbc-news', force=True).")
-    texts = [_clean_text(_read_nonempty(f, fallback="cp1252")) for f, _ in files]
+    texts = [_clean_text(read_nonempty(f, fallback="cp1252")) for f, _ in files]
     return _classification_data("bbc-news", texts, [label for _, label in files], seed)
 
 

@@ -28,8 +28,15 @@ from os import PathLike
 from pathlib import Path
 
 from transformerkit.assets import fetch
-from transformerkit.data.labelled import (LOADERS, SPLIT_NAMES, _read_nonempty, load_labelled, split_indices,
-                                          split_table, text_key)
+from transformerkit.data.labelled import (
+    LOADERS,
+    SPLIT_NAMES,
+    load_labelled,
+    read_nonempty,
+    split_indices,
+    split_table,
+    text_key,
+)
 from transformerkit.data.sword import Verse, read_ztext
 from transformerkit.errors import ConfigError, DataError
 from transformerkit.tokenization import train_joint_tokenizer  # noqa: F401  (re-exported: data + its tokenizer)
@@ -274,7 +281,7 @@ def read_tsv_pairs(path: str | PathLike) -> list[Pair]:
     """The ``(source, target)`` of each line of a UTF-8 ``source<TAB>target`` file; blank lines are skipped."""
     path = Path(path)
     pairs = []
-    for line_number, line in enumerate(_read_nonempty(path).splitlines(), 1):
+    for line_number, line in enumerate(read_nonempty(path).splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split("\t")

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import ConfigError, DataError
-from .mlm import IGNORE_INDEX, _digest
+from ..models.base import IGNORE_INDEX
+from .mlm import batch_seed
 
 MAX_POISSON_LAMBDA = 200.0   # inversion sampling walks the CDF from e^-λ, which must not underflow
 
@@ -79,7 +80,7 @@ def batch_random(rows: torch.Tensor, seed: int | None) -> random.Random:
     """
     if seed is None:
         return torch_seeded_random()
-    return random.Random((seed * 1_000_003 + _digest(rows)) % (1 << 63))
+    return random.Random(batch_seed(seed, rows))
 
 
 def _split_ends(ids: Sequence[int], tokens: DenoisingTokens) -> tuple[list[int], list[int], list[int]]:

@@ -288,7 +288,13 @@ class MaskedLMBatches:
     def _generator(self, rows: torch.Tensor) -> torch.Generator | None:
         if self.seed is None:
             return None
-        return torch.Generator().manual_seed((self.seed * 1_000_003 + _digest(rows)) % (1 << 63))
+        return torch.Generator().manual_seed(batch_seed(self.seed, rows))
+
+
+def batch_seed(seed: int, rows: torch.Tensor) -> int:
+    """The seed of a seeded collator's call on ``rows``: the same rows draw the same noise at every call
+    (validation losses compare across steps), different rows different noise. Shared by every objective."""
+    return (seed * 1_000_003 + _digest(rows)) % (1 << 63)
 
 
 def _digest(rows: torch.Tensor) -> int:
