@@ -9,6 +9,7 @@ Encoder-decoder denoising: T5's span corruption (Raffel et al. 2020, §3.1.4): r
 (Lewis et al. 2020, §2.2): ``[bos] text [eos]`` rows -> ``DenoisingBatches``.
 """
 
+from transformerkit.models.base import IGNORE_INDEX  # the one ignore label, re-exported for the collators' users
 from transformerkit.objectives.denoising import (
     BART_BASE_NOISE,
     DenoisingBatches,
@@ -25,7 +26,6 @@ from transformerkit.objectives.denoising import (
     token_masking,
 )
 from transformerkit.objectives.mlm import (
-    IGNORE_INDEX,
     MaskedLMBatches,
     check_masking_probabilities,
     mask_tokens,

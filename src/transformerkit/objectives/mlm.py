@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from ..models.base import IGNORE_INDEX
 from .nsp import unpack_pairs
 
-IGNORE_INDEX = -100          # label of a position that is not predicted (torch's cross_entropy default)
 CONTINUATION_PREFIX = "##"   # WordPiece marks a piece that continues the previous one
 
 WordStarts = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]

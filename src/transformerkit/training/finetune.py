@@ -22,10 +22,10 @@ from ..interop import load_pretrained
 from ..interop.hf import checkpoint_config, resolve_checkpoint
 from ..metrics import accuracy, entity_f1, macro_f1
 from ..models import build
+from ..models.base import IGNORE_INDEX
 from ..tokenization import load_tokenizer
 from .trainer import TrainConfig, train
 
-IGNORE = -100
 RESULTS_FILE = "results.json"
 # Fine-tuning settings in the range of the paper's (§A.3: lr 2e-5..5e-5, batch 16/32, a few epochs),
 # AdamW with betas (0.9, 0.999), weight decay 0.01, 10% warm-up, decay to zero.
@@ -96,7 +96,7 @@ def tagging_rows(examples, tok, max_length: int, label_map: list[int]) -> torch.
     on its first piece, -100 on the other pieces, the special tokens and padding (§4.3)."""
     enc = tok.batch_encode([words for words, _ in examples], max_length=max_length, padding="max_length",
                            is_split_into_words=True, return_word_ids=True)
-    labels = torch.full_like(enc["input_ids"], IGNORE)
+    labels = torch.full_like(enc["input_ids"], IGNORE_INDEX)
     for row, ((_, tags), word_ids) in enumerate(zip(examples, enc["word_ids"])):
         previous = None
         for col, word in enumerate(word_ids):
@@ -133,7 +133,7 @@ def predict(model, rows: torch.Tensor, batches: Batches, batch_size: int = 64) -
         labels = batch.pop("labels")
         pred = model(**batch).logits.argmax(-1)
         if batches.tagging:
-            out.extend(p[l != IGNORE].tolist() for p, l in zip(pred, labels))
+            out.extend(p[l != IGNORE_INDEX].tolist() for p, l in zip(pred, labels))
         else:
             out.extend(pred.tolist())
     return out
@@ -144,7 +144,7 @@ def score(model, rows: torch.Tensor, batches: Batches, label_names: list[str]) -
     predictions = predict(model, rows, batches)
     if batches.tagging:
         labels = rows[:, batches.max_length:].long()
-        truth = [l[l != IGNORE].tolist() for l in labels]
+        truth = [l[l != IGNORE_INDEX].tolist() for l in labels]
         result = entity_f1(truth, predictions, labels=label_names)
         return {"entity_f1": result["f1"], "precision": result["precision"], "recall": result["recall"],
                 "examples": len(rows)}

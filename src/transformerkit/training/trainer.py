@@ -35,6 +35,7 @@ from ..config import DictMixin
 from ..errors import CheckpointError, ConfigError, DataError
 from ..analysis.hardware import mfu
 from ..files import atomic_folder, atomic_write, recover_folder
+from ..models.base import IGNORE_INDEX
 from .schedule import SCHEDULES, learning_rate
 
 CHECKPOINT = "checkpoint"
@@ -548,7 +549,7 @@ def batch_tokens(batch: dict, encoder_decoder: bool, default: int) -> torch.Tens
     n = mask.sum()
     labels = batch.get("labels")
     if encoder_decoder and labels is not None:
-        n = n + (labels != -100).sum()
+        n = n + (labels != IGNORE_INDEX).sum()
     return n
 
 

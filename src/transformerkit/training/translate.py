@@ -23,10 +23,10 @@ from ..files import atomic_write
 from ..interop import load_pretrained
 from ..interop.hf import checkpoint_config, resolve_checkpoint
 from ..models import build
+from ..models.base import IGNORE_INDEX
 from ..tokenization import Tokenizer, load_tokenizer
 from .trainer import TrainConfig, train
 
-IGNORE = -100
 RESULTS_FILE = "results.json"
 SETTINGS_FILE = "translation.json"   # in each checkpoint: languages, task prefix, max_length
 ENCODER_DECODERS = ("transformer", "t5", "bart", "seq2seq_rnn")
@@ -89,7 +89,7 @@ class PairBatches:
         src, tgt = rows[:, :self.max_length], rows[:, self.max_length:]
         mask = src != self.pad_id                                                  # (B, S)
         src_len, tgt_len = int(mask.sum(1).max()), int((tgt != self.pad_id).sum(1).max())
-        labels = tgt[:, :tgt_len].masked_fill(tgt[:, :tgt_len] == self.pad_id, IGNORE)
+        labels = tgt[:, :tgt_len].masked_fill(tgt[:, :tgt_len] == self.pad_id, IGNORE_INDEX)
         return {"input_ids": src[:, :src_len], "attention_mask": mask[:, :src_len].long(), "labels": labels}
 
 
