@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
@@ -83,16 +84,31 @@ def _converter_for(model_type: str, where) -> Converter:
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint folder: model.safetensors (or its shards), else a .bin read
-    with weights_only=True (never unpickling code)."""
+    with weights_only=True (never unpickling code). A missing, truncated or corrupt weight file (an
+    interrupted copy or download) is a CheckpointError naming it, not safetensors' bare header error."""
+    def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+        if not path.exists():
+            raise CheckpointError(f"{path} is missing, but the checkpoint's index lists it; "
+                                  "re-save or re-download the checkpoint")
+        try:
+            return load_file(path)
+        except SafetensorError as e:
+            raise CheckpointError(f"{path} is damaged ({e}): truncated or not a safetensors file; "
+                                  "re-save or re-download the checkpoint") from e
+
     single = directory / "model.safetensors"
     if single.exists():
-        return load_file(single)
+        return load_safetensors(single)
     index = directory / "model.safetensors.index.json"
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index} is damaged (not an index with a weight_map: {e}); "
+                                  "re-save or re-download the checkpoint") from e
         state = {}
         for shard in shards:
-            state.update(load_file(directory / shard))
+            state.update(load_safetensors(directory / shard))
         return state
     binary = directory / "pytorch_model.bin"
     if binary.exists():
