@@ -37,7 +37,8 @@ def embed(model, tokenizer, texts: Sequence[str], pooling: str = "mean", normali
           batch_size: int = 32, max_length: int | None = None) -> torch.Tensor:
     """Sentence embeddings (N, C): pool each text's last hidden states; L2-normalise them so that
     a dot product is the cosine similarity. Texts longer than max_length (default: the model's
-    positions) are truncated."""
+    positions) are truncated. An empty text is embedded as [CLS] [SEP] alone, as sentence-transformers
+    and transformers do, so a corpus with a blank line embeds whole."""
     if isinstance(texts, str):
         texts = [texts]
     if pooling not in POOLINGS:
@@ -49,7 +50,7 @@ def embed(model, tokenizer, texts: Sequence[str], pooling: str = "mean", normali
     out = []
     try:
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer.batch_encode(texts[start:start + batch_size], max_length=max_length)
+            enc = tokenizer.batch_encode(texts[start:start + batch_size], max_length=max_length, allow_empty=True)
             enc = {k: v.to(device) for k, v in enc.items()}
             states = encoder_states(model, enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
             vectors = pool(states.float(), enc["attention_mask"], pooling)

@@ -113,6 +113,7 @@ class Tokenizer:
         padding: Padding = "longest",
         is_split_into_words: bool = False,
         return_word_ids: bool = False,
+        allow_empty: bool = False,
     ) -> dict[str, Any]:
         """Model inputs for a batch: ``input_ids``, ``token_type_ids``, ``attention_mask`` as (B, L) LongTensors.
 
@@ -133,11 +134,16 @@ class Tokenizer:
         token comes from (None for special and pad tokens), to align word labels to sub-words.
         For a pair, B's words are counted from 0 again.
 
+        An empty (or whitespace-only) text is refused: in training data it teaches nothing and is
+        a mistake. ``allow_empty=True`` encodes it as the special tokens alone (BERT: ``[CLS] [SEP]``),
+        as ``transformers`` does, for embedding a corpus that has blank lines; a pair's second text
+        must still have tokens.
+
         The truncation and padding are the ``tokenizers`` backend's own, set for this
         call and then restored, so calls on one tokenizer from several threads at once
         may see each other's settings.
         """
-        examples = _check_examples("texts", texts, is_split_into_words)
+        examples = _check_examples("texts", texts, is_split_into_words, allow_empty)
         if text_pairs is not None:
             pairs = _check_examples("text_pairs", text_pairs, is_split_into_words)
             if len(pairs) != len(examples):
@@ -672,9 +678,10 @@ def _bert_options(directory: Path) -> dict[str, Any]:
 
 
 def _check_examples(
-    name: str, examples: Sequence[str] | Sequence[Sequence[str]], is_split_into_words: bool
+    name: str, examples: Sequence[str] | Sequence[Sequence[str]], is_split_into_words: bool, allow_empty: bool = False
 ) -> list[Any]:
-    """The examples as a list, refusing one that has nothing to encode (it would be [CLS] [SEP] alone)."""
+    """The examples as a list, refusing one that has nothing to encode (it would be [CLS] [SEP] alone)
+    unless ``allow_empty``."""
     if isinstance(examples, str):
         raise DataError(f"{name} is one string; batch_encode takes a list of texts: pass [{name}].")
     examples = list(examples)
@@ -695,7 +702,7 @@ def _check_examples(
                     "For lists of words pass is_split_into_words=True."
                 )
             blank = not example.strip()
-        if blank:
+        if blank and not allow_empty:
             raise DataError(
                 f"{name}[{index}] is {example!r}: empty or only whitespace, so it has no token to encode. "
                 "Drop it from the batch or give it text."
