@@ -29,13 +29,14 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from ..config import DictMixin
 from ..errors import CheckpointError, ConfigError, DataError
 from ..analysis.hardware import mfu
 from ..files import atomic_folder, atomic_write, recover_folder
 from ..models.base import IGNORE_INDEX
+from ..progress import bar as progress_bar
+from ..progress import note
 from .schedule import SCHEDULES, learning_rate
 
 CHECKPOINT = "checkpoint"
@@ -410,7 +411,8 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
     else:
         run = _restore(state, optimizer, config, ddp, device)
 
-    bar = tqdm(total=config.max_steps, initial=run.step, disable=not ddp.is_main, dynamic_ncols=True)
+    # A live bar on a terminal; in a log file one plain line per log interval instead (progress.py).
+    bar = progress_bar(total=config.max_steps, initial=run.step, enabled=ddp.is_main)
     flops_per_token, peak = _mfu_inputs(model, config, device)
 
     def step_fn(step: int) -> torch.Tensor:
@@ -497,7 +499,11 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
                         row["mfu"] = mfu(flops_per_token, tokens_per_s, peak * ddp.world_size)
                         postfix["mfu"] = f"{row['mfu']:.1%}"
                     _log(out_dir, row)
-                    bar.set_postfix(**postfix)
+                    if bar.disable:
+                        note(f"step {run.step}/{config.max_steps}: " + "  ".join(f"{k} {v}" for k, v in postfix.items())
+                             + f"  elapsed {row['elapsed']:.0f}s")
+                    else:
+                        bar.set_postfix(**postfix)
             if run.step % config.eval_interval == 0:
                 validate()
             if run.step % config.save_interval == 0:

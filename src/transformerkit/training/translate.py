@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..config import ModelConfig, get_preset
 from ..errors import ConfigError, DataError, GenerationError
@@ -24,6 +23,7 @@ from ..interop import load_pretrained
 from ..interop.hf import checkpoint_config, resolve_checkpoint
 from ..models import build
 from ..models.base import IGNORE_INDEX
+from ..progress import bar, note
 from ..tokenization import Tokenizer, load_tokenizer
 from .trainer import TrainConfig, train
 
@@ -218,7 +218,11 @@ def translate(model, tok: Tokenizer, sources: list[str], *, num_beams: int = 4, 
     device = next(model.parameters()).device
     out: list[str | None] = [None] * len(encoded)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, disable=not progress, desc="translating", dynamic_ncols=True):
+    shown = bar(batches, desc="translating", enabled=progress)
+    every = max(1, len(batches) // 10)       # no live bar (a log file): a plain line per tenth instead
+    for k, batch in enumerate(shown):
+        if progress and shown.disable and k % every == 0 and k:
+            note(f"translating: {k * batch_size}/{len(order)} sources")
         width = max(len(encoded[i]) for i in batch)
         ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
         for row, i in enumerate(batch):
