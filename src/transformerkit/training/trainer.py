@@ -21,18 +21,18 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ..analysis.hardware import mfu
 from ..config import DictMixin
 from ..errors import CheckpointError, ConfigError, DataError
-from ..analysis.hardware import mfu
 from ..files import atomic_folder, atomic_write, recover_folder
 from ..models.base import IGNORE_INDEX
 from ..progress import bar as progress_bar
@@ -161,8 +161,8 @@ def _check_blocks(blocks, what: str, config: TrainConfig, default_batch: bool) -
     """Integer rows of any width the objective wants (int32/int16 save memory; batches are made long)."""
     integer = (torch.long, torch.int32, torch.int16, torch.uint8)
     if not isinstance(blocks, torch.Tensor) or blocks.dtype not in integer or blocks.dim() < 2:
-        raise DataError(f"{what} must be an integer tensor (N, block_size + 1), got "
-                        f"{type(blocks).__name__} {getattr(blocks, 'dtype', '')} {tuple(getattr(blocks, 'shape', ()))}; "
+        raise DataError(f"{what} must be an integer tensor (N, block_size + 1), got {type(blocks).__name__} "
+                        f"{getattr(blocks, 'dtype', '')} {tuple(getattr(blocks, 'shape', ()))}; "
                         "build it with transformerkit.data.text.pack_blocks")
     if len(blocks) == 0:
         raise DataError(f"{what} has no rows; use a longer text or a smaller block_size")
@@ -239,7 +239,7 @@ def load_checkpoint(out_dir: Path, model) -> dict:
         raise CheckpointError(f"the checkpoint in {final} is of another model config ("
                               + "; ".join(differ) + "); build the model with the checkpoint's config, "
                               "or use another out_dir to start a new run")
-    from ..interop import load_pretrained   # resolved at call time, as in Model.save_pretrained
+    from ..interop import load_pretrained  # resolved at call time, as in Model.save_pretrained
     model.load_state_dict(load_pretrained(final).state_dict())
     return state
 
@@ -298,11 +298,11 @@ class _RunState:
     saved_step: int
 
     @classmethod
-    def fresh(cls, device: torch.device) -> "_RunState":
+    def fresh(cls, device: torch.device) -> _RunState:
         return cls(0, 0, 0.0, time.perf_counter(), torch.zeros((), device=device), 0, [], [], -1)
 
     @classmethod
-    def from_dict(cls, d: dict, device: torch.device) -> "_RunState":
+    def from_dict(cls, d: dict, device: torch.device) -> _RunState:
         return cls(d["step"], d["tokens"], d["elapsed"], time.perf_counter(), d["pending_loss"].to(device),
                    d["pending_steps"], d["history"], d["val_history"], d["step"])
 
