@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .files import atomic_write
 
 FAMILIES = ("gpt", "bert", "transformer", "t5", "bart", "seq2seq_rnn")
 # Fields that older checkpoints (model_type "transformerkit") kept in `extra`.
@@ -92,7 +93,8 @@ class ModelConfig(DictMixin):
         for name, allowed in (("norm", ("layernorm", "rmsnorm")),
                               ("norm_position", ("pre", "post")),
                               ("positions", ("learned", "sinusoidal", "relative", "none")),
-                              ("activation", ("relu", "gelu", "gelu_tanh", "silu", "gated-gelu", "gated-gelu_tanh", "gated-relu"))):
+                              ("activation", ("relu", "gelu", "gelu_tanh", "silu", "gated-gelu", "gated-gelu_tanh",
+                                              "gated-relu"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.sinusoidal_layout not in ("interleaved", "halves"):
@@ -110,7 +112,7 @@ class ModelConfig(DictMixin):
             raise ConfigError(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         """As DictMixin.from_dict; configs saved before the typed fields kept them in `extra`: move them."""
         d = dict(d)
         extra = dict(d.get("extra") or {})
@@ -120,7 +122,7 @@ class ModelConfig(DictMixin):
         d["extra"] = extra
         return super().from_dict(d)
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         """A copy with some fields changed. A head width that was derived from d_model / n_head is
         derived again when either changes (else d_model=128 on a 64-wide preset keeps 16-wide heads)."""
         if "d_head" not in changes and {"d_model", "n_head"} & changes.keys() \
@@ -129,4 +131,5 @@ class ModelConfig(DictMixin):
         return dataclasses.replace(self, **changes)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the config as JSON, atomically."""
+        atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")

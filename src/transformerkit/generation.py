@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -29,6 +27,7 @@ import torch.nn.functional as F
 
 from .config import DictMixin
 from .errors import ConfigError, GenerationError
+from .files import atomic_write
 from .layers.packed import packed_linears
 
 # --- settings ------------------------------------------------------------------------------------
@@ -160,7 +159,7 @@ class GenerationConfig(DictMixin):
         return {k: self._theirs[k] for k in self._refused}
 
     def save_pretrained(self, directory, model_config=None) -> Path:
-        """Write `generation_config.json` into `directory` atomically (temp file + rename). Every field
+        """Write `generation_config.json` into `directory` atomically (files.atomic_write). Every field
         is written, so transformers' defaults (top_k 50, max_length 20) never stand in for ours; the
         other keys of a file this config was read from are written back as they were. Given the model's
         config, its bos and decoder start ids are written too: transformers takes them from this file."""
@@ -171,14 +170,7 @@ class GenerationConfig(DictMixin):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / GENERATION_CONFIG_FILE
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-generation-", suffix=".json", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps({**theirs, **self.to_dict()}, indent=2) + "\n")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(path, json.dumps({**theirs, **self.to_dict()}, indent=2) + "\n")
         return path
 
     @classmethod
@@ -258,7 +250,7 @@ def generation_settings(model, config: GenerationConfig | None = None, overrides
 
 def _base_settings(model, config: GenerationConfig | None) -> GenerationConfig:
     if config is None:
-        config = getattr(model, "generation_config", None) or GenerationConfig()
+        config = model.generation_config or GenerationConfig()
     if not isinstance(config, GenerationConfig):
         raise GenerationError(f"config must be a GenerationConfig, got {type(config).__name__}; pass settings "
                               "as keywords (max_new_tokens=...) or build a GenerationConfig(...)")

@@ -15,11 +15,10 @@ POOLINGS = ("mean", "cls")
 
 def encoder_states(model, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
     """The last hidden states (B, T, C) of an encoder model, whatever head it carries."""
-    body = getattr(model, "bert", None)
-    if body is None:
+    if model.family != "bert":
         raise ConfigError(f"{type(model).__name__} is not an encoder with a body to embed with; "
                           "use a BERT-family model (e.g. the minilm-l6 asset)")
-    return body(input_ids, attention_mask, token_type_ids)[0]
+    return model.bert(input_ids, attention_mask, token_type_ids)[0]
 
 
 def pool(states: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
@@ -78,7 +77,7 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[list[tuple[st
     mask_id = tokenizer.mask_token_id
     if mask_id is None:
         raise ConfigError("this tokenizer has no mask token; fill-mask needs a BERT-style vocabulary with [MASK]")
-    if not hasattr(model, "mlm"):
+    if model.task not in ("masked-lm", "pretraining"):
         raise ConfigError(f"{type(model).__name__} has no masked-LM head; load a checkpoint saved with one "
                           "(BertForMaskedLM or BertForPreTraining, e.g. from `tkit pretrain bert`)")
     enc = tokenizer.batch_encode([text], max_length=model.config.max_position)

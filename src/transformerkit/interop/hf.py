@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import SafetensorError
@@ -49,6 +49,7 @@ class Converter:
     ignored: tuple[str, ...] = ()     # their names (regexes) that hold no weights of ours (copies, buffers)
     base_task: str | None = None      # our task whose checkpoint is their bare base model (names unprefixed)
     save_tied: bool = False           # also write the copies of tied weights (theirs may be untied by config)
+    tie_from_weights: bool = False    # a config that says "tied" over a distinct, different output layer is untied
 
     def to_theirs(self, name: str, config: ModelConfig) -> list[str]:
         """Their name(s) for our tensor `name`: one, or several stacked along dim 0."""
@@ -183,8 +184,13 @@ def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = Fals
 
     directory = resolve_checkpoint(path_or_id)
     conv, config, default_task = _read_config(directory)
-    model = build(config.replace(**overrides) if overrides else config, task=task or default_task)
-    load_state_into(model, read_state_dict(directory), conv, where=directory, fresh_head=fresh_head,
+    config = config.replace(**overrides) if overrides else config
+    state = read_state_dict(directory)
+    model = build(config, task=task or default_task)
+    if conv.tie_from_weights and config.tie_embeddings and "tie_embeddings" not in overrides \
+            and _holds_untied_copies(model, state, conv):
+        model = build(config.replace(tie_embeddings=False), task=task or default_task)
+    load_state_into(model, state, conv, where=directory, fresh_head=fresh_head,
                     other_task=task not in (None, default_task))
     from ..generation import GenerationConfig  # generation sits above interop: resolved at call time
     # generation_config.json, if any; a setting we cannot honour stops generate(), not the loading
@@ -221,7 +227,7 @@ def load_state_into(model, theirs: dict[str, torch.Tensor], conv: Converter, whe
     """
     everything, theirs = theirs, {k: v for k, v in theirs.items() if not conv.is_ignored(k)}
     tied = _tied_names(model)
-    head = tuple(getattr(model, "head_modules", ()))
+    head = model.head_modules
     new_state, missing, misshaped, used, fresh, not_fitting = {}, [], [], set(), [], []
     for name, tensor in model.state_dict().items():
         if name in tied:
@@ -265,6 +271,22 @@ def load_state_into(model, theirs: dict[str, torch.Tensor], conv: Converter, whe
     return fresh
 
 
+def _holds_untied_copies(model, theirs: dict, conv: Converter) -> bool:
+    """Does the checkpoint hold a weight we tie (the output layer) as its own tensor, different from the
+    one it is tied to? (transformers >= 5 writes tie_word_embeddings: true over such T5 checkpoints.)"""
+    primary = {id(p): n for n, p in model.named_parameters()}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        source = primary[id(p)]
+        if name == source:
+            continue
+        for copy, original in zip(conv.to_theirs(name, model.config), conv.to_theirs(source, model.config)):
+            copy, original = _find(theirs, copy, conv), _find(theirs, original, conv)
+            if copy is not None and original is not None and copy != original \
+                    and not torch.equal(theirs[copy], theirs[original]):
+                return True
+    return False
+
+
 def _untied_copies(model, theirs: dict, conv: Converter, new_state: dict) -> list[str]:
     """A weight we tie (the token table as encoder, decoder and output embedding) that the checkpoint
     holds as different tensors cannot be loaded as one: say so rather than keep one copy silently."""
@@ -289,7 +311,7 @@ def save_pretrained(model, directory) -> None:
     Files are written to a temporary folder first and moved into place, so a failure never
     leaves a half-written checkpoint; other files in `directory` (a tokenizer) are kept.
     """
-    task = _task_of(model)
+    task = model.task
     conv = next((c for c in CONVERTERS.values() if c.family == model.config.family and c.accepts(model.config)),
                 NATIVE)
     tied = _tied_names(model)
@@ -306,7 +328,7 @@ def save_pretrained(model, directory) -> None:
     with atomic_files(directory) as tmp:
         save_file(theirs, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(conv.config_to_hf(model.config, task), indent=2) + "\n")
-        if getattr(model, "generation_config", None) is not None:   # tk.load's, or set by the user
+        if model.generation_config is not None:   # tk.load's, or set by the user
             model.generation_config.save_pretrained(tmp, model.config)
 
 
@@ -333,15 +355,6 @@ def labels_from_hf(hf: dict) -> dict:
     names = [hf["id2label"][k] for k in sorted(hf["id2label"], key=int)]
     default = [f"LABEL_{i}" for i in range(len(names))]
     return {"num_labels": len(names), "label_names": [] if names == default else names}
-
-
-def _task_of(model) -> str:
-    from ..models import MODELS
-
-    for (family, task), cls in MODELS.items():
-        if type(model) is cls:
-            return task
-    raise CheckpointError(f"{type(model).__name__} is not a registered model class")
 
 
 def convert_checkpoint(source, destination, dtype: str | None = None) -> Path:

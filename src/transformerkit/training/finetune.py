@@ -14,14 +14,13 @@ from pathlib import Path
 import torch
 
 from ..assets import CATALOG, fetch
-from ..config import get_preset
 from ..data.labelled import ClassificationData, TaggingData, load_labelled
 from ..errors import ConfigError, DataError
 from ..files import atomic_write
 from ..interop import load_pretrained
 from ..interop.hf import checkpoint_config, resolve_checkpoint
 from ..metrics import accuracy, entity_f1, macro_f1
-from ..models import build
+from ..models import build, get_preset
 from ..models.base import IGNORE_INDEX
 from ..tokenization import load_tokenizer
 from .trainer import TrainConfig, train

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig, get_preset
+from ..config import ModelConfig
 from ..errors import ConfigError, DataError, GenerationError
 from ..files import atomic_write
 from ..interop import load_pretrained
 from ..interop.hf import checkpoint_config, resolve_checkpoint
-from ..models import build
+from ..models import build, get_preset
 from ..models.base import IGNORE_INDEX
 from ..progress import bar, note
 from ..tokenization import Tokenizer, load_tokenizer

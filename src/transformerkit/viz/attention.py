@@ -117,7 +117,7 @@ def attention_maps(model, tok, text: str, target: str | None = None, layers=None
     if not text or not text.strip():
         raise DataError("attention_maps got an empty text; give a sentence to look at")
     model.eval()
-    if getattr(model, "is_encoder_decoder", False):
+    if model.is_encoder_decoder:
         if target is None or not target.strip():
             raise ConfigError(f"{name} is an encoder-decoder: give a target text (--target) to teacher-force, "
                               "so its cross-attention has rows to show")
@@ -149,8 +149,7 @@ def attention_maps(model, tok, text: str, target: str | None = None, layers=None
     if not out.attentions:
         raise ConfigError(f"{name} returned no attention weights; it cannot be plotted")
     picked = _pick_layers(len(out.attentions), layers, "model")
-    family = getattr(getattr(model, "config", None), "family", "")
-    kind = "decoder" if family == "gpt" else "encoder"
+    kind = "decoder" if model.family == "gpt" else "encoder"
     return AttentionMaps(kind=kind, tokens=[_piece(tok, i) for i in ids],
                          self_attention=_stack(out.attentions, "self", picked, name), layers=picked)
 
