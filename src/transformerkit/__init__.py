@@ -8,8 +8,7 @@
     vecs = tk.embed(tk.load(tk.fetch("minilm-l6")), tk.load_tokenizer("minilm-l6"), ["a sentence"])
 """
 from .config import ModelConfig
-from .errors import (AssetError, CheckpointError, ConfigError, DataError, GenerationError,
-                     TransformerKitError)
+from .errors import AssetError, CheckpointError, ConfigError, DataError, GenerationError, TransformerKitError
 from .generation import GenerationConfig, generate
 from .inference import embed, fill_mask, similarity
 from .interop import load_pretrained as load
@@ -30,5 +29,6 @@ def fetch(name: str):
     return _fetch(name)
 
 
-__all__ = ["build", "load", "load_tokenizer", "generate", "GenerationConfig", "fetch", "embed", "similarity", "fill_mask", "ModelConfig", "PRESETS", "get_preset",
-           "TransformerKitError", "ConfigError", "CheckpointError", "AssetError", "DataError", "GenerationError"]
+__all__ = ["build", "load", "load_tokenizer", "generate", "GenerationConfig", "fetch", "embed", "similarity",
+           "fill_mask", "ModelConfig", "PRESETS", "get_preset", "TransformerKitError", "ConfigError",
+           "CheckpointError", "AssetError", "DataError", "GenerationError"]

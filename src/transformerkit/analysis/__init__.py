@@ -10,9 +10,19 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from ..interop import load_pretrained
 from ..models import PRESETS, Model, build, default_task
-from .costs import (DTYPE_BYTES, Op, activation_bytes_per_token, flops_per_token, forward_flops,
-                    has_position_limit, kv_cache_bytes_per_token, memory, operations, parameter_breakdown,
-                    training_flops_per_token)
+from .costs import (
+    DTYPE_BYTES,
+    Op,
+    activation_bytes_per_token,
+    flops_per_token,
+    forward_flops,
+    has_position_limit,
+    kv_cache_bytes_per_token,
+    memory,
+    operations,
+    parameter_breakdown,
+    training_flops_per_token,
+)
 from .hardware import HARDWARE, lookup_hardware, measure_hardware, mfu, peak_flops
 
 

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ModelConfig
-from ..models import get_preset
 from ..errors import ConfigError
-from ..models import Model, build, default_task
+from ..models import Model, build, default_task, get_preset
 
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 COMPONENTS = ("token_embeddings", "position_embeddings", "segment_embeddings", "attention", "feed_forward",

@@ -110,7 +110,7 @@ def measure_hardware(seconds: float = 5.0, dtype: str | None = None, device: str
         previous = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = d == "tf32"
         try:
-            flops[d] = _rate(lambda: torch.mm(a, b), 2.0 * size ** 3, share, device)
+            flops[d] = _rate(lambda a=a, b=b: torch.mm(a, b), 2.0 * size ** 3, share, device)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = previous
     src = torch.empty(copy_bytes // 4, dtype=torch.float32, device=device).fill_(1.0)
@@ -126,7 +126,7 @@ def measure_hardware(seconds: float = 5.0, dtype: str | None = None, device: str
             "source": f"measured on {name}: {size}^3 matmuls, a {copy_bytes / 2**20:.0f} MiB copy"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _measured_peak(device_type: str, dtype: str) -> float:
     """A quick (< 1 s) measurement, once per process and device kind."""
     size = 1024 if device_type == "cpu" else 4096

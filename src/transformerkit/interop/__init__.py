@@ -1,7 +1,15 @@
 """Checkpoints in and out: the Hugging Face layout (config.json + model.safetensors) for every family."""
 from . import bart, bert, gpt, marian, t5  # noqa: F401  (each registers its converters)
-from .hf import (CONVERTERS, Converter, convert_checkpoint, load_pretrained, read_state_dict, register,
-                 resolve_checkpoint, save_pretrained)
+from .hf import (
+                 CONVERTERS,
+                 Converter,
+                 convert_checkpoint,
+                 load_pretrained,
+                 read_state_dict,
+                 register,
+                 resolve_checkpoint,
+                 save_pretrained,
+)
 
 __all__ = ["CONVERTERS", "Converter", "convert_checkpoint", "load_pretrained", "read_state_dict", "register",
            "resolve_checkpoint", "save_pretrained"]

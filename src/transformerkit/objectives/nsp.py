@@ -183,7 +183,8 @@ def split_works(text: str, *, lines_per_document: int = 500) -> list[str]:
 
 def shakespeare_documents(text: str, encode: Callable[[str], list[int]], *, lines_per_document: int = 500
                           ) -> list[Document]:
-    """A corpus text (e.g. one side of ``load_corpus("shakespeare")``) as documents: ``split_works`` then ``documents_from_texts``."""
+    """A corpus text (e.g. one side of ``load_corpus("shakespeare")``) as documents: ``split_works`` then
+    ``documents_from_texts``."""
     return documents_from_texts(split_works(text, lines_per_document=lines_per_document), encode)
 
 
@@ -213,7 +214,8 @@ def pack_pairs(pairs: Sequence[PretrainingPair], max_length: int, *, cls_id: int
 
 
 def unpack_pairs(rows: torch.Tensor, max_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows of ``pack_pairs`` (B, 2 * max_length + 1) -> input_ids (B, T), token_type_ids (B, T), next_sentence_label (B,)."""
+    """Rows of ``pack_pairs`` (B, 2 * max_length + 1) -> input_ids (B, T), token_type_ids (B, T),
+    next_sentence_label (B,)."""
     if rows.dim() != 2 or rows.shape[1] != 2 * max_length + 1:
         raise DataError(f"pair rows for max_length={max_length} are (N, {2 * max_length + 1}), "
                         f"got {tuple(rows.shape)}; pack them with pack_pairs and the same max_length.")

@@ -7,12 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ModelConfig
-from ..models import get_preset
 from ..data.text import encode_corpus, load_corpus, pack_blocks
 from ..errors import ConfigError
 from ..generation import GenerationConfig, generate_text
 from ..interop import load_pretrained
-from ..models import build
+from ..models import build, get_preset
 from ..tokenization import Tokenizer, char_tokenizer, load_tokenizer
 from .trainer import CHECKPOINT, TrainConfig, train
 

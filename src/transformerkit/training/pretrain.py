@@ -10,17 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ModelConfig
-from ..models import get_preset
 from ..data.text import encode_corpus, load_corpus, pack_blocks
 from ..errors import ConfigError
 from ..interop import load_pretrained
-from ..models import build
-from ..objectives import (DenoisingBatches, DenoisingTokens, MaskedLMBatches, SentinelIds, SpanCorruptionBatches,
-                          build_pretraining_pairs, pack_pairs, pack_segments, shakespeare_documents,
-                          span_corruption_raw_length, word_start_table)
+from ..models import build, get_preset
+from ..objectives import (
+    DenoisingBatches,
+    DenoisingTokens,
+    MaskedLMBatches,
+    SentinelIds,
+    SpanCorruptionBatches,
+    build_pretraining_pairs,
+    pack_pairs,
+    pack_segments,
+    shakespeare_documents,
+    span_corruption_raw_length,
+    word_start_table,
+)
 from ..tokenization import load_tokenizer, train_subword_tokenizer, train_wordpiece
 from .trainer import CHECKPOINT, TrainConfig, train
-
 
 # Devlin et al. use lr 1e-4, betas (0.9, 0.999), weight decay 0.01, 10k warm-up steps for BERT-base;
 # a tiny model on a small corpus learns faster with a larger rate and a short warm-up.

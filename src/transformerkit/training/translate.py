@@ -145,7 +145,8 @@ def train_translation(model: str | ModelConfig, data: str, config: TrainConfig =
     translate `data` ('bible-en-es' or a source<TAB>target file), then score BLEU on `bleu_split`.
 
     The joint tokenizer is trained on the training split (`vocab_size` tokens) unless `tokenizer`
-    names one or `model` is a checkpoint (its own). Pairs longer than `max_length` tokens on a side are truncated (counted in the summary).
+    names one or `model` is a checkpoint (its own). Pairs longer than `max_length` tokens on a side are
+    truncated (counted in the summary).
     Writes OUT/checkpoint and OUT/results.json; returns the trainer's summary plus `bleu`,
     `parameters`, `truncated` and a few sample translations.
     """
