@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import transformerkit as tk
+from random_weights import constant_tensors, randomize_
+from seq2seq_parity import GENERATION_SETTINGS, generate_both
 from transformerkit.errors import CheckpointError, ConfigError, GenerationError
 from transformerkit.interop.bart import bart_config_from_hf, bart_config_to_hf
 from transformerkit.models.bart import BART
-from seq2seq_parity import GENERATION_SETTINGS, generate_both
 
 transformers = pytest.importorskip("transformers")
 
@@ -19,9 +20,11 @@ NO_DROPOUT = dict(dropout=0.0, attn_dropout=0.0, activation_dropout=0.0)
 
 def _model(**overrides) -> BART:
     """A tiny BART whose outputs are lively: an untied head with std 0.5 on a 64-wide stream, a random
-    output bias, and </s> (2) favoured enough that some rows stop early and others run on."""
+    output bias, and </s> (2) favoured enough that some rows stop early and others run on. Every bias
+    and norm is random too (their init, 0 and the identity, would hide one saved under another name)."""
     torch.manual_seed(0)
     model = tk.build("bart-tiny", tie_embeddings=False, init_std=0.1, **{**NO_DROPOUT, **overrides})
+    randomize_(model, std=0.02, only_1d=True)
     with torch.no_grad():
         model.lm_head.weight.normal_(std=0.5)
         model.final_logits_bias.normal_(std=0.5)
@@ -79,6 +82,7 @@ def test_embeddings_are_layernormed_tokens_plus_offset_positions():
 
 def test_logits_equal_bart_with_source_padding(pair):
     model, ref, _ = pair
+    assert constant_tensors(model) == []                      # every saved tensor is random, so each one counts
     ids, mask = _batch()
     dec = torch.randint(3, 1000, (4, 6))
     with torch.no_grad():
@@ -91,9 +95,7 @@ def test_logits_equal_bart_with_source_padding(pair):
 
 def test_tied_head_saves_as_tied_bart(tmp_path):
     torch.manual_seed(0)
-    model = tk.build("bart-tiny", init_std=0.1, **NO_DROPOUT).eval()
-    with torch.no_grad():
-        model.final_logits_bias.normal_()
+    model = randomize_(tk.build("bart-tiny", init_std=0.1, **NO_DROPOUT), std=0.3, only_1d=True).eval()
     assert model.lm_head.weight is model.shared.weight
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is True
@@ -136,10 +138,12 @@ def _their_config(**kw):
 def test_their_random_weights_load_into_ours(tmp_path, settings):
     torch.manual_seed(3)
     ref = transformers.BartForConditionalGeneration(_their_config(**settings)).eval()
+    # Every tensor they save drawn at random (weights, biases, norms, final_logits_bias): their init
+    # (zero biases, identity norms) would hide a bias or norm that the converter maps to the wrong place.
+    randomize_(ref, std=0.2, seed=3)
+    assert constant_tensors(ref) == []
     with torch.no_grad():
-        ref.final_logits_bias.normal_()
         if not ref.config.tie_word_embeddings:
-            ref.lm_head.weight.normal_(std=0.3)
             # One input table, as in every BART checkpoint (transformers 5 leaves these copies untied
             # and random when the head is untied; transformers 4 always ties them to `shared`).
             ref.model.encoder.embed_tokens.weight.copy_(ref.model.shared.weight)
@@ -159,13 +163,14 @@ def test_their_random_weights_load_into_ours(tmp_path, settings):
     with torch.no_grad():
         ours = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
         theirs = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    assert theirs.std() > 0.5                                  # lively logits: the comparison means something
     assert (ours - theirs).abs().max() < 1e-4
 
 
 def test_bare_bart_model_checkpoint_needs_fresh_head(tmp_path):
     """BartModel (no LM head, no output bias) loads with fresh_head=True: the tied head, a zero bias."""
     torch.manual_seed(4)
-    transformers.BartModel(_their_config()).save_pretrained(tmp_path)
+    randomize_(transformers.BartModel(_their_config()), std=0.2, seed=4).save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="fresh_head=True"):
         tk.load(tmp_path)
     model = tk.load(tmp_path, fresh_head=True)

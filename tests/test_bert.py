@@ -10,6 +10,7 @@ import transformers
 from transformers import BertConfig
 
 import transformerkit as tk
+from random_weights import constant_tensors, randomize_
 from transformerkit.errors import CheckpointError, ConfigError
 from transformerkit.models.bert import best_span
 
@@ -40,11 +41,17 @@ def batch(B=3, T=12, vocab=101, seed=0):
 
 @pytest.fixture(scope="module")
 def hf_checkpoints(tmp_path_factory):
-    """One transformers checkpoint folder per head, from seeded random weights."""
+    """One transformers checkpoint folder per head, every saved tensor random: weights, biases (the
+    masked-LM head's output bias too) and LayerNorms, whose init (0, identity) would hide a bias that
+    is dropped or a norm mapped to the wrong place. The same seed gives every head the same body."""
     folders = {}
     for name in HEADS:
         torch.manual_seed(0)
         model = getattr(transformers, name)(tiny_hf_config()).eval()
+        randomize_(model if name == "BertModel" else model.bert, std=0.2, seed=0)
+        if name != "BertModel":
+            randomize_(model, std=0.2, seed=1, skip=r"^bert\.")        # the head
+        assert constant_tensors(model) == [], name
         folder = tmp_path_factory.mktemp(name)
         model.save_pretrained(folder)
         folders[name] = (folder, model)
@@ -56,8 +63,9 @@ def compared(name, out_ref, out_ours, mask):
     if name == "BertModel":
         return out_ref.last_hidden_state[mask.bool()], out_ours.hidden_states[mask.bool()]
     if name == "BertForPreTraining":
-        return (torch.cat([out_ref.prediction_logits[mask.bool()].flatten(), out_ref.seq_relationship_logits.flatten()]),
-                torch.cat([out_ours.logits[mask.bool()].flatten(), out_ours.seq_relationship_logits.flatten()]))
+        real = mask.bool()
+        return (torch.cat([out_ref.prediction_logits[real].flatten(), out_ref.seq_relationship_logits.flatten()]),
+                torch.cat([out_ours.logits[real].flatten(), out_ours.seq_relationship_logits.flatten()]))
     if name == "BertForQuestionAnswering":
         return (torch.stack([out_ref.start_logits, out_ref.end_logits], -1)[mask.bool()],
                 torch.stack([out_ours.start_logits, out_ours.end_logits], -1)[mask.bool()])
@@ -83,6 +91,7 @@ def test_logits_equal_transformers_on_random_weights(name, hf_checkpoints):
         a, b = compared(name, ref(input_ids=ids, attention_mask=mask, token_type_ids=types),
                         ours(input_ids=ids, attention_mask=mask, token_type_ids=types), real)
     assert a.shape == b.shape
+    assert a.std() > 0.1                                          # not a near-constant output
     assert (a - b).abs().max() <= TOL
 
 
@@ -110,7 +119,8 @@ def test_losses_equal_transformers(hf_checkpoints):
         "BertForPreTraining": dict(labels=mlm_labels, next_sentence_label=nsp),
         "BertForSequenceClassification": dict(labels=torch.tensor([1, 0, 1])),
         "BertForTokenClassification": dict(labels=torch.where(mask.bool(), ids % 2, -100)),
-        "BertForQuestionAnswering": dict(start_positions=torch.tensor([1, 2, 0]), end_positions=torch.tensor([3, 2, 40])),
+        "BertForQuestionAnswering": dict(start_positions=torch.tensor([1, 2, 0]),
+                                         end_positions=torch.tensor([3, 2, 40])),
     }
     for name, labels in cases.items():
         folder, ref = hf_checkpoints[name]
@@ -123,7 +133,7 @@ def test_losses_equal_transformers(hf_checkpoints):
 
 def test_regression_head_uses_mse_like_transformers(tmp_path):
     torch.manual_seed(1)
-    ref = transformers.BertForSequenceClassification(tiny_hf_config(num_labels=1)).eval()
+    ref = randomize_(transformers.BertForSequenceClassification(tiny_hf_config(num_labels=1)), std=0.2).eval()
     ref.save_pretrained(tmp_path)
     ours = tk.load(tmp_path)
     ids, mask, types = batch()

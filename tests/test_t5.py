@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 import transformerkit as tk
+from seq2seq_parity import GENERATION_SETTINGS, generate_both
 from transformerkit.errors import CheckpointError, ConfigError
 from transformerkit.layers.positions import RelativePositionBias, relative_position_bucket
 from transformerkit.models.t5 import T5
-from seq2seq_parity import GENERATION_SETTINGS, generate_both
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()   # their note on loading an untied v1.1 head is expected here

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import transformerkit as tk
-from transformerkit.errors import ConfigError, GenerationError
-from transformerkit.models.transformer import Transformer
 from random_weights import constant_tensors, randomize_
 from seq2seq_parity import GENERATION_SETTINGS, generate_both
+from transformerkit.errors import ConfigError, GenerationError
+from transformerkit.models.transformer import Transformer
 
 transformers = pytest.importorskip("transformers")
 

@@ -1,6 +1,11 @@
-"""The pictures: each writes a PNG and an SVG, and the numbers behind them are right."""
+"""The pictures: each writes a PNG and an SVG, the numbers behind them are right, and the pictures
+show them: the SVG's panels, heatmaps, titles, labels and marker colours, and PNG pixels that change
+with the data."""
+import html
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,8 +13,18 @@ import transformerkit as tk
 from transformerkit.analysis import Op
 from transformerkit.errors import ConfigError, DataError
 from transformerkit.tokenization import char_tokenizer
-from transformerkit.viz import (attention_maps, classify, plot_attention, plot_curves, plot_flops_share,
-                                plot_positions, plot_roofline, position_similarity, ridge_point, roofline_points)
+from transformerkit.viz import (
+    attention_maps,
+    classify,
+    plot_attention,
+    plot_curves,
+    plot_flops_share,
+    plot_positions,
+    plot_roofline,
+    position_similarity,
+    ridge_point,
+    roofline_points,
+)
 
 TEXT = "the cat sat on the mat"
 
@@ -25,6 +40,21 @@ def _written(files, min_bytes=5_000):
         assert f.stat().st_size > min_bytes, f
         assert not list(f.parent.glob(f".{f.name}.tmp*"))     # no temp files left behind
     assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return files
+
+
+def _svg(files) -> dict:
+    """What the SVG of a figure holds: its panels (axes, colour bars included), raster images (one per
+    heatmap and colour bar) and texts (matplotlib draws text as paths, preceded by the text as a comment)."""
+    svg = next(f for f in files if f.suffix == ".svg").read_text()
+    return {"axes": len(re.findall(r'<g id="axes_\d+"', svg)), "images": svg.count("<image"),
+            "texts": [html.unescape(t) for t in re.findall(r"<!-- (.*?) -->", svg)], "svg": svg}
+
+
+def _pixels(files) -> np.ndarray:
+    from matplotlib.image import imread
+
+    return imread(next(f for f in files if f.suffix == ".png"))           # (H, W, 4) floats
 
 
 def test_bert_self_attention(tok, tmp_path):
@@ -34,7 +64,12 @@ def test_bert_self_attention(tok, tmp_path):
     assert len(maps.tokens) == T
     torch.testing.assert_close(maps.self_attention.sum(-1), torch.ones(2, 4, T))
     assert maps.self_attention.triu(1).abs().sum() > 0            # bidirectional: reads the future too
-    _written(plot_attention(maps, None, tmp_path / "bert.png"))
+    svg = _svg(_written(plot_attention(maps, None, tmp_path / "bert.png")))
+    assert svg["images"] == svg["axes"] == 2 * 4 + 1              # a heatmap per layer and head, and a colour bar
+    assert {"layer 0", "layer 1", "head 0", "head 3"} <= set(svg["texts"])
+    assert f"self-attention: 2 layer(s) x 4 head(s), {T} x {T} tokens (rows: queries, columns: keys)" in svg["texts"]
+    # token labels: across under each panel of the bottom row (4 heads), down beside each layer's first (2 layers)
+    assert svg["texts"].count("c") == (4 + 2) * TEXT.count("c")
     with pytest.raises(ConfigError, match="cross-attention"):
         plot_attention(maps, None, tmp_path / "x.png", kind="cross")
 
@@ -45,7 +80,21 @@ def test_gpt_causal_attention(tok, tmp_path):
     assert maps.kind == "decoder" and maps.self_attention.shape == (1, 4, T, T) and maps.layers == [1]
     assert maps.self_attention.triu(1).abs().max() == 0           # nothing above the diagonal
     torch.testing.assert_close(maps.self_attention.sum(-1), torch.ones(1, 4, T))
-    _written(plot_attention(maps, None, tmp_path / "gpt.svg"))
+    files = _written(plot_attention(maps, None, tmp_path / "gpt.svg"))
+    svg = _svg(files)
+    assert svg["images"] == svg["axes"] == 1 * 4 + 1
+    assert "layer 1" in svg["texts"] and "layer 0" not in svg["texts"]          # the last layer only
+    assert f"causal self-attention: 1 layer(s) x 4 head(s), {T} x {T} tokens (rows: queries, columns: keys)" \
+        in svg["texts"]
+    # the pixels follow the weights: uniform weights over the visible keys draw another picture
+    uniform = torch.ones(T, T).tril()
+    uniform = (uniform / uniform.sum(-1, keepdim=True)).expand(1, 4, T, T)
+    again = _written(plot_attention(maps, None, tmp_path / "gpt-again.png"))
+    other = _written(plot_attention(uniform, maps.tokens, tmp_path / "gpt-uniform.png",
+                                    title=_title(svg["texts"], "causal self-attention")))
+    assert np.array_equal(_pixels(files), _pixels(again))                     # same weights, same picture
+    assert _pixels(files).shape == _pixels(other).shape
+    assert not np.array_equal(_pixels(files), _pixels(other))
     with pytest.raises(ConfigError, match="layer 5"):
         attention_maps(tk.build("gpt2-tiny"), tok, TEXT, layers=[5])
 
@@ -61,15 +110,27 @@ def test_cross_attention(preset, tok, tmp_path):
     torch.testing.assert_close(maps.cross.sum(-1), torch.ones(2, 4, T))
     assert maps.self_attention.triu(1).abs().max() == 0
     assert len(maps.decoder_tokens) == T and len(maps.tokens) == S
-    _written(plot_attention(maps, None, tmp_path / "cross.png", kind="cross"))
-    _written(plot_attention(maps, None, tmp_path / "enc.png", kind="encoder"))
+    cross = _svg(_written(plot_attention(maps, None, tmp_path / "cross.png", kind="cross")))
+    assert cross["images"] == 2 * 4 + 1
+    assert f"cross-attention (decoder reads the source): 2 layer(s) x 4 head(s), {T} x {S} tokens (rows: queries, " \
+        "columns: keys)" in cross["texts"]
+    assert "<start>" in cross["texts"]                             # decoder inputs label the rows
+    enc = _svg(_written(plot_attention(maps, None, tmp_path / "enc.png", kind="encoder")))
+    assert enc["images"] == 2 * 4 + 1
+    assert f"encoder self-attention: 2 layer(s) x 4 head(s), {S} x {S} tokens (rows: queries, columns: keys)" \
+        in enc["texts"]
     with pytest.raises(ConfigError, match="target"):
         attention_maps(model, tok, TEXT)
 
 
 def test_plot_attention_of_raw_weights_caps_the_figure(tmp_path):
     weights = torch.softmax(torch.randn(6, 6, 48, 48), -1)       # too many tokens to label
-    _written(plot_attention(weights, None, tmp_path / "big.png"))
+    files = _written(plot_attention(weights, [f"w{i}" for i in range(48)], tmp_path / "big.png"))
+    svg = _svg(files)
+    assert svg["images"] == 6 * 6 + 1
+    assert "self-attention: 6 layer(s) x 6 head(s), 48 x 48 tokens (rows: queries, columns: keys)" in svg["texts"]
+    assert "w0" not in svg["texts"]                               # 48 labels would not be readable: none drawn
+    assert max(_pixels(files).shape[:2]) <= 3000                  # at most ~3000 px a side
     with pytest.raises(DataError, match="labels"):
         plot_attention(weights[0], ["a", "b"], tmp_path / "bad.png")
 
@@ -80,7 +141,14 @@ def test_positions(tmp_path):
     assert torch.equal(sim.argmax(1), torch.arange(100))          # every position is most similar to itself
     torch.testing.assert_close(sim.diagonal(), torch.full((100,), 32.0))
     assert sim[50, 49] == pytest.approx(float(sim[50, 51])) and sim[50, 51] > sim[50, 53]   # symmetric, falls off
-    _written(plot_positions(tmp_path / "pos.png", d_model=64, n_positions=100))
+    files = _written(plot_positions(tmp_path / "pos.png", d_model=64, n_positions=100))
+    svg = _svg(files)
+    assert svg["images"] == svg["axes"] == 4                      # the table and the similarity, each with a colour bar
+    assert {"sinusoidal encoding PE (100 x 64)", "similarity PE PE$^T$ (max 32 on the diagonal)", "position q",
+            "position p"} <= set(svg["texts"])
+    other = _written(plot_positions(tmp_path / "pos32.png", d_model=32, n_positions=100))
+    assert "sinusoidal encoding PE (100 x 32)" in _svg(other)["texts"]
+    assert _pixels(files).shape == _pixels(other).shape and not np.array_equal(_pixels(files), _pixels(other))
     with pytest.raises(ConfigError, match="even"):
         position_similarity(63, 10)
 
@@ -92,9 +160,21 @@ def test_curves(tmp_path):
             for s in range(10, 210, 10)]
     rows += [{"step": s, "val_loss": 5.2 / s ** 0.3, "elapsed": s * 0.1} for s in (50, 100, 150, 200)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    _written(plot_curves(run, tmp_path / "curves.png"))
+    svg = _svg(_written(plot_curves(run, tmp_path / "curves.png")))
+    assert svg["axes"] == 2                                       # losses above, tokens/s below
+    best = min(5.2 / s ** 0.3 for s in (50, 100, 150, 200))
+    assert {"training curves: run", "training loss", "validation loss", f"best {best:.3f} @ 200", "tokens/s",
+            "step"} <= set(svg["texts"])
+    assert "MFU (%)" not in svg["texts"]
     (run / "metrics.jsonl").write_text("".join(json.dumps({**r, "mfu": 0.3}) + "\n" for r in rows))
-    _written(plot_curves(run / "metrics.jsonl", tmp_path / "curves_mfu.png"))
+    svg = _svg(_written(plot_curves(run / "metrics.jsonl", tmp_path / "curves_mfu.png")))
+    assert svg["axes"] == 3 and "MFU (%)" in svg["texts"]         # MFU on a second axis beside tokens/s
+    assert "30" in svg["texts"]                                   # 0.3 drawn as 30 %
+    # only training rows: one panel less, and no validation line
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": r["step"], "loss": r["loss"]}) + "\n"
+                                               for r in rows if "loss" in r))
+    svg = _svg(_written(plot_curves(run, tmp_path / "curves_train.png")))
+    assert svg["axes"] == 1 and "training loss" in svg["texts"] and "validation loss" not in svg["texts"]
 
 
 def test_curves_without_metrics(tmp_path):
@@ -104,6 +184,15 @@ def test_curves_without_metrics(tmp_path):
     with pytest.raises(DataError, match="line 2"):
         plot_curves(tmp_path, tmp_path / "c.png")
 
+
+
+def _marker_count(svg: str, colour: str) -> int:
+    """Scatter markers (drawn as <use> of a marker path) filled with `colour`."""
+    return len(re.findall(r'<use [^>]*style="fill: ' + colour, svg))
+
+
+def _title(texts: list[str], start: str) -> str:
+    return next(t for t in texts if t.startswith(start))
 
 
 HW = {"name": "test GPU", "flops": {"bf16": 1000e12, "fp32": 60e12}, "bandwidth": 2e12}   # ridge 500 (bf16)
@@ -117,9 +206,16 @@ def test_roofline_classification(tmp_path):
     points = {p["name"]: p for p in roofline_points([gemv, gemm], HW)}
     assert points["decode matvec"]["attainable"] == pytest.approx(2e12 * 2)           # bandwidth x intensity
     assert points["train matmul"]["attainable"] == pytest.approx(1000e12)            # the compute roof
-    _written(plot_roofline({"training": [gemm, Op("attention", 4e12, 2e10)], "decoding": [gemv]}, HW,
-                           tmp_path / "roof.png", title="test"))
-    _written(plot_roofline([gemv, gemm], HW, tmp_path / "roof32.png", dtype="fp32"))
+    svg = _svg(_written(plot_roofline({"training": [gemm, Op("attention", 4e12, 2e10)], "decoding": [gemv]}, HW,
+                                      tmp_path / "roof.png", title="test")))
+    assert {"test", "memory roof: 2 TB/s x intensity", "compute roof: 1000 TFLOP/s (bf16)", "ridge 500 FLOP/byte",
+            "training", "decoding", "train matmul", "attention", "decode matvec"} <= set(svg["texts"])
+    # markers coloured by their side of the ridge: blue for the memory-bound matvec and attention (intensity
+    # 2 and 200 < 500), red for the matmul (2000); one more of each in the legend
+    assert _marker_count(svg["svg"], "#1f77b4") == 2 + 1 and _marker_count(svg["svg"], "#d62728") == 1 + 1
+    svg = _svg(_written(plot_roofline([gemv, gemm], HW, tmp_path / "roof32.png", dtype="fp32")))
+    assert {"roofline: test GPU (fp32)", "compute roof: 60 TFLOP/s (fp32)", "ridge 30 FLOP/byte"} <= set(svg["texts"])
+    assert _marker_count(svg["svg"], "#1f77b4") == 1 + 1 and _marker_count(svg["svg"], "#d62728") == 1 + 1
     with pytest.raises(ConfigError, match="fp8"):
         plot_roofline([gemv], HW, tmp_path / "x.png", dtype="fp8")
     with pytest.raises(DataError, match="bytes"):
@@ -127,7 +223,12 @@ def test_roofline_classification(tmp_path):
 
 
 def test_flops_share(tmp_path):
-    points = [(t, 24 * t * t * 768, 16 * t * 768 ** 2, 8 * t * 768 ** 2) for t in (128, 256, 512, 1024, 2048, 4096)]
-    _written(plot_flops_share(points, tmp_path / "share.png"))
+    lengths = (128, 256, 512, 1024, 2048, 4096)
+    points = [(t, 24 * t * t * 768, 16 * t * 768 ** 2, 8 * t * 768 ** 2) for t in lengths]
+    svg = _svg(_written(plot_flops_share(points, tmp_path / "share.png")))
+    # attention's share, 24 t^2 d / (24 t^2 d + 24 t d^2) = t / (t + d), is written above each point
+    assert [t for t in svg["texts"] if t.endswith("%")] == [f"{100 * t / (t + 768):.0f}%" for t in lengths]
+    assert {"where the FLOPs go as the sequence grows", "attention (QK$^T$, AV)", "feed-forward",
+            "sequence length (tokens)"} <= set(svg["texts"])
     with pytest.raises(DataError):
         plot_flops_share([], tmp_path / "x.png")
