@@ -8,15 +8,24 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from transformerkit.analysis import (HARDWARE, Op, analyze, forward_flops, kv_cache_bytes_per_token,
-                                     lookup_hardware, measure_hardware, memory, mfu, operations,
-                                     parameter_breakdown, training_flops_per_token)
 from transformerkit import PRESETS, get_preset
+from transformerkit.analysis import (
+    HARDWARE,
+    Op,
+    analyze,
+    forward_flops,
+    kv_cache_bytes_per_token,
+    lookup_hardware,
+    measure_hardware,
+    memory,
+    mfu,
+    operations,
+    parameter_breakdown,
+    training_flops_per_token,
+)
 from transformerkit.errors import ConfigError
-from transformerkit.models import build
-from transformerkit.models import MODELS
+from transformerkit.models import MODELS, build
 from transformerkit.training import TrainConfig, train
-
 
 # ----------------------------------------------------------------------------- parameters
 

@@ -231,15 +231,18 @@ def test_resume_language_model(text_file, tmp_path, peak_measured, capsys):
     assert "sample:" in capsys.readouterr().out
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: in a new process the trainer measures the CPU's peak FLOP/s "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="src bug: in a new process the trainer measures the CPU's peak FLOP/s "
                    "(analysis.hardware._measured_peak, torch.randn) after restoring the checkpoint's RNG, so the "
                    "resumed run's dropout masks differ from an uninterrupted run's")
 def test_resume_in_a_new_process_is_exact(text_file, tmp_path, peak_measured, capsys):
     _resumed_equals_straight(tmp_path, _lm_command(text_file), 4, fresh_process=True)
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: the model is built (initialised from the global RNG) before the "
-                   "trainer seeds the RNG with --seed, so two runs with the same --seed start from different weights")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="src bug: the model is built (initialised from the global RNG) before the "
+                   "trainer seeds the RNG with --seed, so two runs with the same --seed start from different "
+                   "weights")
 def test_the_same_seed_gives_the_same_run(text_file, tmp_path, peak_measured, capsys):
     for name, state in (("a", 1), ("b", 2)):                      # two processes start from different RNG states
         torch.manual_seed(state)
@@ -248,9 +251,11 @@ def test_the_same_seed_gives_the_same_run(text_file, tmp_path, peak_measured, ca
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-T5_RESUME_BUG = pytest.mark.xfail(strict=True, reason="src bug: `tkit pretrain t5 --resume` is refused: the T5 "
-                                  "checkpoint's config.json does not keep bos_token_id, so the reloaded model's "
-                                  "config differs from the trainer state's (bos_token_id: checkpoint 1, model None)")
+T5_RESUME_BUG = pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="src bug: `tkit pretrain t5 --resume` is refused: the T5 checkpoint's config.json does not keep "
+           "bos_token_id, so the reloaded model's config differs from the trainer state's (bos_token_id: "
+           "checkpoint 1, model None)")
 
 
 @pytest.fixture(scope="module")
@@ -312,10 +317,11 @@ def test_train_an_encoder_decoder_then_translate_scores_the_same_bleu(pairs_file
     assert capsys.readouterr().out.count("\n") == 2                                  # one line per text
 
 
-LABEL_SMOOTHING_BUG = pytest.mark.xfail(strict=True, reason="src bug: `tkit train --resume` of a Transformer "
-                                        "translation run is refused: the Marian config.json does not keep "
-                                        "label_smoothing, so the reloaded model's config differs from the trainer "
-                                        "state's (label_smoothing: checkpoint 0.1, model 0.0)")
+LABEL_SMOOTHING_BUG = pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="src bug: `tkit train --resume` of a Transformer translation run is refused: the Marian config.json "
+           "does not keep label_smoothing, so the reloaded model's config differs from the trainer state's "
+           "(label_smoothing: checkpoint 0.1, model 0.0)")
 
 
 @pytest.mark.parametrize("workaround", [pytest.param([], marks=LABEL_SMOOTHING_BUG, id="plain"),

@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Model,
-                          OpenAIGPTConfig, OpenAIGPTForSequenceClassification, OpenAIGPTLMHeadModel)
+from transformers import (
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    GPT2Model,
+    OpenAIGPTConfig,
+    OpenAIGPTForSequenceClassification,
+    OpenAIGPTLMHeadModel,
+)
 
 import transformerkit as tk
 from transformerkit.config import ModelConfig

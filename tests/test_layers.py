@@ -11,9 +11,18 @@ import transformerkit as tk
 from transformerkit import get_preset
 from transformerkit.config import ModelConfig
 from transformerkit.errors import ConfigError, GenerationError
-from transformerkit.layers import (DecoderBlock, EncoderBlock, FeedForward, KVCache, MultiHeadAttention,
-                                   RelativePositionBias, RMSNorm, build_attention_mask, make_norm,
-                                   sinusoidal_table)
+from transformerkit.layers import (
+    DecoderBlock,
+    EncoderBlock,
+    FeedForward,
+    KVCache,
+    MultiHeadAttention,
+    RelativePositionBias,
+    RMSNorm,
+    build_attention_mask,
+    make_norm,
+    sinusoidal_table,
+)
 from transformerkit.layers.positions import relative_position_bucket
 
 ATOL = 1e-5

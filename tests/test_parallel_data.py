@@ -147,7 +147,8 @@ def test_osis_to_text_keeps_words_and_drops_notes_and_titles() -> None:
     markup = ('<div type="x-milestone" subType="x-preverse" sID="pv1"/><title type="psalm" canonical="true">'
               'A Psalm.</title>¶ <w lemma="strong:H3068">LORD</w>, <transChange type="added">it is</transChange> '
               'good<note placement="foot"><reference type="annotateRef">1.4 </reference>Heb. <w>x</w></note>: '
-              '<l sID="a"/>the <divineName>Lord</divineName><l eID="a"/><l sID="b"/>&amp; his<lb/>word&apos;s.<l eID="b"/>')
+              '<l sID="a"/>the <divineName>Lord</divineName><l eID="a"/><l sID="b"/>&amp; his<lb/>word&apos;s.'
+              '<l eID="b"/>')
     assert osis_to_text(markup) == "¶ LORD, it is good: the Lord & his word's."
     assert osis_to_text(markup, dropped={"note"}) == "A Psalm. ¶ LORD, it is good: the Lord & his word's."
 

@@ -63,7 +63,10 @@ def test_shapes_and_every_parameter_learns(cell, attention, bidirectional):
     assert out.attentions[0]["cross"].shape == (3, 1, 6, 5)
     assert out.hidden_states.shape[:2] == (3, 6)
     assert out.encoder_hidden_states.shape[:2] == (3, 5)
-    assert torch.isfinite(out.loss)
+    # the loss is the (label-smoothed) cross-entropy of these logits over all target positions
+    expected = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten(),
+                                                 label_smoothing=model.config.label_smoothing)
+    assert torch.allclose(out.loss, expected, atol=1e-6)
     out.loss.backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert unused == []
