@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 import transformerkit as tk
 import transformerkit.training.pretrain as pretrain_module
 from transformerkit.analysis import hardware
-from transformerkit.analysis.hardware import peak_flops
 from transformerkit.cli import build_parser, main
 from transformerkit.tokenization import train_wordpiece
 
@@ -177,28 +176,18 @@ def test_pretrain_seq2seq(family, text_file, tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------------- resume
 
-@pytest.fixture(scope="module")
-def peak_measured():
-    """The trainer measures the CPU's peak FLOP/s (for MFU) once per process, drawing from the global RNG
-    after it has seeded or restored it; measure it first, so that every run here sees the same RNG."""
-    peak_flops(torch.device("cpu"), "fp32")
-
-
 def _resumed_equals_straight(tmp_path, command: list[str], n: int, fresh_process: bool = False, **changes) -> dict:
     """`command` stopped after n steps and resumed (--resume) to 2n ends where one run of 2n steps ends:
     the same weights, bit for bit, and the same logged losses, learning rates and validation losses.
 
     The noam schedule depends on the step only. The default cosine schedule decays to --max-steps, so a
-    run first told to stop at n takes other learning rates than one told 2n, and the CLI has no
-    --decay-steps to pin the decay (the library's TrainConfig.decay_steps does)."""
+    run first told to stop at n takes other learning rates than one told 2n unless --decay-steps pins
+    the decay (test_resume_with_cosine_decay_pinned)."""
     changes = {"--schedule": "noam", "--eval-interval": n, "--log-interval": 2, **changes}
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    # Each run starts from the global RNG state of a fresh process: the model is built (initialised from
-    # the global RNG) before the trainer seeds it with --seed, so two runs in one process would start from
-    # different weights.
-    torch.manual_seed(0)
+    torch.manual_seed(0)                                          # --seed, not the process's RNG, decides
     assert main(command + _train_options(straight, 2 * n, **changes)) == 0
-    torch.manual_seed(0)
+    torch.manual_seed(1)
     assert main(command + _train_options(stopped, n, **changes)) == 0
     at_n = _weights(stopped)
     torch.manual_seed(12345)                                      # resuming must not depend on the process's RNG
@@ -225,37 +214,32 @@ def _lm_command(text_file) -> list[str]:
             "d_model=32", "n_head=2", "d_ff=64", "--block-size", "16", "--sample-tokens", "1"]
 
 
-def test_resume_language_model(text_file, tmp_path, peak_measured, capsys):
+def test_resume_language_model(text_file, tmp_path, capsys):
     """GPT with dropout on characters: the dropout RNG, data order and AdamW moments carry over."""
     _resumed_equals_straight(tmp_path, _lm_command(text_file), 4)
     assert "sample:" in capsys.readouterr().out
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="src bug: in a new process the trainer measures the CPU's peak FLOP/s "
-                   "(analysis.hardware._measured_peak, torch.randn) after restoring the checkpoint's RNG, so the "
-                   "resumed run's dropout masks differ from an uninterrupted run's")
-def test_resume_in_a_new_process_is_exact(text_file, tmp_path, peak_measured, capsys):
+def test_resume_with_cosine_decay_pinned(text_file, tmp_path, capsys):
+    """The default cosine schedule resumes exactly when --decay-steps fixes where it ends."""
+    rows = _resumed_equals_straight(tmp_path, _lm_command(text_file), 4,
+                                    **{"--schedule": "cosine", "--decay-steps": 8, "--warmup-steps": 2})
+    assert len({r["lr"] for r in rows if "lr" in r}) > 2                       # the rate did decay
+    capsys.readouterr()
+
+
+def test_resume_in_a_new_process_is_exact(text_file, tmp_path, capsys):
+    """The peak FLOP/s measurement a new process makes (for MFU) must not move the restored RNG."""
     _resumed_equals_straight(tmp_path, _lm_command(text_file), 4, fresh_process=True)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="src bug: the model is built (initialised from the global RNG) before the "
-                   "trainer seeds the RNG with --seed, so two runs with the same --seed start from different "
-                   "weights")
-def test_the_same_seed_gives_the_same_run(text_file, tmp_path, peak_measured, capsys):
+def test_the_same_seed_gives_the_same_run(text_file, tmp_path, capsys):
+    """--seed seeds the initial weights too, not only the training that follows."""
     for name, state in (("a", 1), ("b", 2)):                      # two processes start from different RNG states
         torch.manual_seed(state)
         assert main(_lm_command(text_file) + _train_options(tmp_path / name, 2, **{"--seed": 7})) == 0
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-T5_RESUME_BUG = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="src bug: `tkit pretrain t5 --resume` is refused: the T5 checkpoint's config.json does not keep "
-           "bos_token_id, so the reloaded model's config differs from the trainer state's (bos_token_id: "
-           "checkpoint 1, model None)")
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +251,8 @@ def wordpiece(text_file, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("family", ["bert", pytest.param("t5", marks=T5_RESUME_BUG), "bart"])
-def test_resume_pretraining(family, text_file, wordpiece, tmp_path, peak_measured, capsys):
+@pytest.mark.parametrize("family", ["bert", "t5", "bart"])   # T5's config.json has no bos_token_id: resume keeps it
+def test_resume_pretraining(family, text_file, wordpiece, tmp_path, capsys):
     """Masks (BERT), spans (T5) and noise (BART) are drawn from the RNG the checkpoint restores."""
     vocabulary = ["--tokenizer", str(wordpiece)] if family == "bert" else ["--vocab-size", "150"]
     _resumed_equals_straight(tmp_path, ["pretrain", family, "--data", str(text_file), *vocabulary,
@@ -317,19 +301,10 @@ def test_train_an_encoder_decoder_then_translate_scores_the_same_bleu(pairs_file
     assert capsys.readouterr().out.count("\n") == 2                                  # one line per text
 
 
-LABEL_SMOOTHING_BUG = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="src bug: `tkit train --resume` of a Transformer translation run is refused: the Marian config.json "
-           "does not keep label_smoothing, so the reloaded model's config differs from the trainer state's "
-           "(label_smoothing: checkpoint 0.1, model 0.0)")
-
-
-@pytest.mark.parametrize("workaround", [pytest.param([], marks=LABEL_SMOOTHING_BUG, id="plain"),
-                                        pytest.param(["label_smoothing=0.1"], id="label-smoothing-set")])
-def test_resume_translation(workaround, pairs_file, tmp_path, peak_measured, capsys):
+def test_resume_translation(pairs_file, tmp_path, capsys):
     """Length-bucketed batches are a function of the step too; the BLEU at the end then agrees as well.
-    (--set label_smoothing=0.1, the preset's own value, works around the bug: resume applies --set again.)"""
-    _resumed_equals_straight(tmp_path, ["train", "--data", str(pairs_file), *TRANSLATION, *workaround], 4)
+    The Marian config.json has no label smoothing: resume takes the run's own config (0.1) from its state."""
+    _resumed_equals_straight(tmp_path, ["train", "--data", str(pairs_file), *TRANSLATION], 4)
     capsys.readouterr()
     bleus = [json.loads((tmp_path / run / "results.json").read_text())["bleu"] for run in ("straight", "stopped")]
     assert bleus[0] == bleus[1]

@@ -30,7 +30,10 @@ def _add_train_options(p, d, skip: tuple[str, ...] = ()) -> None:
             ("max_steps", int, "optimizer steps"), ("batch_size", int, "sequences per step (global)"),
             ("grad_accum", int, "micro-batches per step"), ("block_size", int, "tokens per sequence"),
             ("lr", float, "peak learning rate"), ("min_lr", float, "final learning rate"),
-            ("warmup_steps", int, "linear warm-up steps"), ("weight_decay", float, "AdamW weight decay"),
+            ("warmup_steps", int, "linear warm-up steps"),
+            ("decay_steps", int, "step where cosine decay reaches --min-lr, 0 = --max-steps; fix it to resume a run "
+                                  "to more steps exactly"),
+            ("weight_decay", float, "AdamW weight decay"),
             ("grad_clip", float, "max gradient norm, 0 = off"), ("eval_interval", int, "steps between validations"),
             ("eval_batches", int, "validation batches"), ("log_interval", int, "steps between log lines"),
             ("save_interval", int, "steps between checkpoints"), ("seed", int, "random seed"),

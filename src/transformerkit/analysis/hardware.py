@@ -104,9 +104,12 @@ def measure_hardware(seconds: float = 5.0, dtype: str | None = None, device: str
         raise ConfigError("measure_hardware needs seconds > 0, size >= 1 and copy_bytes >= 1")
     share = seconds / (len(dtypes) + 1)
     flops = {}
+    # Its own generator: a measurement in the middle of a run must not move the global RNG (the trainer
+    # measures after a resumed run has restored its RNG state, and exact resume depends on that state).
+    gen = torch.Generator(device=device).manual_seed(0)
     for d in dtypes:
-        a = torch.randn(size, size, device=device).to(torch_dtypes[d])
-        b = torch.randn(size, size, device=device).to(torch_dtypes[d])
+        a = torch.randn(size, size, device=device, generator=gen).to(torch_dtypes[d])
+        b = torch.randn(size, size, device=device, generator=gen).to(torch_dtypes[d])
         previous = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = d == "tf32"
         try:

@@ -170,6 +170,7 @@ def finetune(model: str, data: str, config: TrainConfig, *, tokenizer: str | Non
         raise DataError(f"{data!r} is not labelled data that fine-tuning knows")
     task = "token-classification" if tagging else "sequence-classification"
     started = time.perf_counter()
+    torch.manual_seed(config.seed)              # a fresh head (or model) starts from the run's seed
     net, tok, label_map = prepare_model(model, task, dataset.labels, tokenizer, max_length, scratch, fresh_head,
                                         overrides)
     if tok.pad_token_id is None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..config import ModelConfig
 from ..data.text import encode_corpus, load_corpus, pack_blocks
 from ..errors import ConfigError
@@ -13,7 +15,7 @@ from ..generation import GenerationConfig, generate_text
 from ..interop import load_pretrained
 from ..models import build, get_preset
 from ..tokenization import Tokenizer, char_tokenizer, load_tokenizer
-from .trainer import CHECKPOINT, TrainConfig, train
+from .trainer import CHECKPOINT, TrainConfig, load_run_model, train
 
 
 def _tokenizer(spec: str, corpus_text: str) -> Tokenizer:
@@ -56,9 +58,10 @@ def train_lm(model: str | ModelConfig, data: str, config: TrainConfig, tokenizer
     checkpoint = Path(config.out_dir) / CHECKPOINT
     if resume:
         tok = load_tokenizer(checkpoint)
-        net = load_pretrained(checkpoint)
+        net = load_run_model(config.out_dir)
     else:
         tok = _tokenizer(tokenizer, train_text + valid_text)
+        torch.manual_seed(config.seed)          # the initial weights follow the run's seed
         net = _model(model, tok, config.block_size, overrides or {})
     train_blocks = pack_blocks(encode_corpus(train_text, tok), config.block_size)
     valid_blocks = pack_blocks(encode_corpus(valid_text, tok), config.block_size)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..config import ModelConfig
 from ..data.text import encode_corpus, load_corpus, pack_blocks
 from ..errors import ConfigError
@@ -28,7 +30,7 @@ from ..objectives import (
     word_start_table,
 )
 from ..tokenization import load_tokenizer, train_subword_tokenizer, train_wordpiece
-from .trainer import CHECKPOINT, TrainConfig, train
+from .trainer import CHECKPOINT, TrainConfig, load_run_model, train
 
 # Devlin et al. use lr 1e-4, betas (0.9, 0.999), weight decay 0.01, 10k warm-up steps for BERT-base;
 # a tiny model on a small corpus learns faster with a larger rate and a short warm-up.
@@ -58,9 +60,10 @@ def pretrain_bert(model: str | ModelConfig, data: str, config: TrainConfig, *, t
     train_text, valid_text = load_corpus(data)
     checkpoint = Path(config.out_dir) / CHECKPOINT
     if resume:
-        tok, net = load_tokenizer(checkpoint), load_pretrained(checkpoint)
+        tok, net = load_tokenizer(checkpoint), load_run_model(config.out_dir)
     else:
         tok = _tokenizer(tokenizer, train_text)
+        torch.manual_seed(config.seed)          # the initial weights (or the fresh head) follow the run's seed
         if isinstance(model, str) and Path(model).is_dir():
             net = load_pretrained(model, task="pretraining" if nsp else "masked-lm", fresh_head=True)
         else:
@@ -130,9 +133,10 @@ def pretrain_seq2seq(family: str, model: str | ModelConfig, data: str, config: T
     train_text, valid_text = load_corpus(data)
     checkpoint = Path(config.out_dir) / CHECKPOINT
     if resume:
-        tok, net = load_tokenizer(checkpoint), load_pretrained(checkpoint)
+        tok, net = load_tokenizer(checkpoint), load_run_model(config.out_dir)
     else:
         tok = load_tokenizer(tokenizer) if tokenizer else denoising_tokenizer(family, train_text, vocab_size)
+        torch.manual_seed(config.seed)          # the initial weights follow the run's seed
         if isinstance(model, str) and Path(model).is_dir():
             net = load_pretrained(model, **(overrides or {}))
         else:

@@ -225,6 +225,25 @@ def save_checkpoint(out_dir: Path, model, state: dict, tokenizer=None, extra_fil
     return final
 
 
+def load_run_model(out_dir: str | Path, **overrides):
+    """The model of a run's checkpoint (out_dir/checkpoint) with exactly the config the run trained: the
+    trainer state keeps our whole config, while a Hugging Face config.json may not hold every field (a
+    Marian config has no label smoothing, a T5 one no bos_token_id). Weights from the checkpoint.
+    overrides: config fields to change (a changed one makes `load_checkpoint` refuse to resume, by name)."""
+    from ..config import ModelConfig
+    from ..interop.hf import checkpoint_config, load_pretrained  # resolved at call time, as below
+
+    final = Path(out_dir) / CHECKPOINT
+    if not (final / STATE_FILE).exists():
+        raise CheckpointError(f"no checkpoint to resume in {final} (missing {STATE_FILE}); "
+                              "train without resume to start a new run there")
+    trained = ModelConfig.from_dict(torch.load(final / STATE_FILE, map_location="cpu", weights_only=True)
+                                    ["model_config"])
+    saved, _ = checkpoint_config(final)
+    changes = {k: v for k, v in trained.to_dict().items() if getattr(saved, k) != v}
+    return load_pretrained(final, **{**changes, **overrides}).train()
+
+
 def load_checkpoint(out_dir: Path, model) -> dict:
     """Load out_dir/checkpoint's weights into `model` (same config required); return the trainer state."""
     final = out_dir / CHECKPOINT

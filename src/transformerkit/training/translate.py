@@ -25,7 +25,7 @@ from ..models import build, get_preset
 from ..models.base import IGNORE_INDEX
 from ..progress import bar, note
 from ..tokenization import Tokenizer, load_tokenizer
-from .trainer import TrainConfig, train
+from .trainer import TrainConfig, load_run_model, train
 
 RESULTS_FILE = "results.json"
 SETTINGS_FILE = "translation.json"   # in each checkpoint: languages, task prefix, max_length
@@ -163,8 +163,11 @@ def train_translation(model: str | ModelConfig, data: str, config: TrainConfig =
         tok = load_tokenizer(resolve_checkpoint(model))
     else:
         tok = train_joint_tokenizer(dataset.splits["train"], vocab_size)
-    net = load_pretrained(out_dir, **(overrides or {})).train() if resume else \
-        prepare_translation_model(model, tok, max_length, overrides)
+    if resume:
+        net = load_run_model(out_dir, **(overrides or {}))
+    else:
+        torch.manual_seed(config.seed)          # the initial weights follow the run's seed
+        net = prepare_translation_model(model, tok, max_length, overrides)
     if net.config.positions in ("learned", "sinusoidal") and max_length + 1 > net.config.max_position:
         raise ConfigError(f"max_length={max_length} does not fit the model's {net.config.max_position} positions "
                           f"(the decoder also reads its start token); use max_length <= {net.config.max_position - 1}")
