@@ -8,6 +8,8 @@ read by generation and the heads' own tests, and max_position is a length limit:
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -198,3 +200,23 @@ def test_tie_word_embeddings_false_loads_an_untied_output_layer(family, tmp_path
     with torch.no_grad():
         ours, theirs = model(input_ids=ids, **kwargs).logits, ref(input_ids=ids, **kwargs).logits
     assert (ours - theirs).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("preset,change", [
+    ("gpt2-tiny", {"positions": "sinusoidal"}), ("gpt2-tiny", {"norm": "rmsnorm", "bias": False}),
+    ("gpt1-tiny", {"scale_embeddings": True}), ("bert-tiny", {"positions": "none"}),
+    ("bert-tiny", {"final_norm": True}), ("transformer-tiny", {"positions": "learned"})])
+def test_a_variant_transformers_cannot_hold_saves_in_our_format_and_loads_back(preset, change, tmp_path):
+    """A model the public checkpoint class would compute differently is not written as that class."""
+    torch.manual_seed(0)
+    model = tk.build(preset, **change).eval()
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "transformerkit"
+    again = tk.load(tmp_path)
+    assert again.config == model.config and type(again) is type(model)
+    ids = torch.randint(3, 60, (2, 9))
+    kwargs = {"decoder_input_ids": ids[:, :4]} if model.is_encoder_decoder else {}
+    with torch.no_grad():
+        ours, theirs = model(input_ids=ids, **kwargs), again(input_ids=ids, **kwargs)
+    assert torch.equal(ours.hidden_states, theirs.hidden_states)     # the bare BERT has no logits
+    assert ours.logits is None or torch.equal(ours.logits, theirs.logits)

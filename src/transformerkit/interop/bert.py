@@ -88,6 +88,16 @@ def bert_config_to_hf(c: ModelConfig, task: str) -> dict:
     return hf
 
 
+def _writable(c: ModelConfig) -> bool:
+    """A BERT that transformers' BertModel computes the same way: post-norm LayerNorm with biases, learned
+    positions, segments, the embedding norm and no final norm, scaled attention of d_model width, an
+    activation it names. Any other BERT (sinusoidal positions, RMSNorm, ...) is saved in our format."""
+    return (c.norm == "layernorm" and c.norm_position == "post" and c.bias and c.positions == "learned"
+            and c.position_offset == 0 and c.type_vocab_size > 0 and c.embedding_norm and not c.final_norm
+            and not c.scale_embeddings and c.scale_attention and c.n_head * c.d_head == c.d_model
+            and c.activation in ACTIVATIONS.values())
+
+
 register(Converter(family="bert", model_types=("bert",), config_from_hf=bert_config_from_hf,
-                   config_to_hf=bert_config_to_hf, rename=RENAME, body_prefix="bert.",
+                   config_to_hf=bert_config_to_hf, rename=RENAME, body_prefix="bert.", accepts=_writable,
                    base_task="base", ignored=(r"cls\.predictions\.decoder\.bias",)))

@@ -115,9 +115,21 @@ def gpt1_config_to_hf(c: ModelConfig, task: str) -> dict:
             "afn": GPT1_OUR_ACTIVATIONS[c.activation]}
 
 
+def _writable(c: ModelConfig, gpt2: bool) -> bool:
+    """A GPT that GPT2LMHeadModel (pre-norm, final norm) or OpenAIGPTLMHeadModel (post-norm, none) computes
+    the same way: LayerNorm with biases, a learned position table, unscaled embeddings without a norm,
+    scaled attention of d_model width, an activation they name. Any other GPT (sinusoidal positions,
+    RMSNorm, ...) is saved in our own format (model_type "transformerkit")."""
+    activations = OUR_ACTIVATIONS if gpt2 else GPT1_OUR_ACTIVATIONS
+    return (c.norm_position == ("pre" if gpt2 else "post") and c.final_norm == gpt2 and c.norm == "layernorm"
+            and c.bias and c.positions == "learned" and c.position_offset == 0 and not c.scale_embeddings
+            and not c.embedding_norm and c.scale_attention and c.n_head * c.d_head == c.d_model
+            and c.activation in activations and (gpt2 or c.d_ff == 4 * c.d_model))
+
+
 register(Converter(family="gpt", model_types=("gpt2",), config_from_hf=gpt2_config_from_hf,
                    config_to_hf=gpt2_config_to_hf, rename=_rename_rules("wte", "wpe"), transposed=CONV1D,
-                   body_prefix="transformer.", accepts=lambda c: c.norm_position == "pre"))
+                   body_prefix="transformer.", accepts=lambda c: _writable(c, gpt2=True)))
 register(Converter(family="gpt", model_types=("openai-gpt",), config_from_hf=gpt1_config_from_hf,
                    config_to_hf=gpt1_config_to_hf, rename=_rename_rules("tokens_embed", "positions_embed"),
-                   transposed=CONV1D, body_prefix="transformer.", accepts=lambda c: c.norm_position == "post"))
+                   transposed=CONV1D, body_prefix="transformer.", accepts=lambda c: _writable(c, gpt2=False)))

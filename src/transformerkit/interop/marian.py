@@ -61,8 +61,13 @@ def marian_config_to_hf(c: ModelConfig, task: str) -> dict:
 
 
 def _writable(c: ModelConfig) -> bool:
-    """Only a Transformer in Marian's layout (halves, output bias) can be written as Marian."""
-    return c.sinusoidal_layout == "halves" and c.final_logits_bias
+    """Only a Transformer that MarianMTModel computes the same way is written as Marian: its layout
+    (sinusoidal halves, output bias), post-norm LayerNorm (eps 1e-5) with biases, no embedding or final
+    norm, scaled attention of d_model width, an activation it names. Any other is saved in our format."""
+    return (c.positions == "sinusoidal" and c.sinusoidal_layout == "halves" and c.final_logits_bias
+            and c.norm == "layernorm" and c.norm_position == "post" and c.norm_eps == 1e-5 and c.bias
+            and not c.embedding_norm and not c.final_norm and c.scale_attention
+            and c.n_head * c.d_head == c.d_model and c.activation in ("relu", "gelu", "gelu_tanh", "silu"))
 
 
 register(Converter(family="transformer", model_types=("marian",), config_from_hf=marian_config_from_hf,
