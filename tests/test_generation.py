@@ -11,8 +11,7 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 
 import transformerkit as tk
 from transformerkit.errors import GenerationError
-from transformerkit.generation import (TextStreamer, apply_repetition_penalty, ban_repeated_ngrams,
-                                       warp_for_sampling)
+from transformerkit.generation import TextStreamer, apply_repetition_penalty, ban_repeated_ngrams, warp_for_sampling
 
 V = 101
 PAD = 1          # not 0: transformers' beam search fills finished rows with EOS when pad_token_id is falsy
@@ -185,8 +184,7 @@ def test_greedy_with_eos_pads_finished_rows(models):
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_logits_processors_match_transformers(length, n):
     """Repetition penalty and n-gram blocking, on random scores of both signs, as transformers' processors."""
-    from transformers.generation.logits_process import (NoRepeatNGramLogitsProcessor,
-                                                        RepetitionPenaltyLogitsProcessor)
+    from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
     g = torch.Generator().manual_seed(length * 10 + n)
     seqs = torch.randint(0, 4, (3, length), generator=g)   # a small alphabet, so n-grams repeat
