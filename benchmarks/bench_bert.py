@@ -46,8 +46,17 @@ import warnings
 import torch
 
 import transformerkit as tk
-from common import (best_limits, finish_info, fmt_time, load_line, matmul_flops, measure_limits, paired, ratio_text,
-                    run_info)
+from common import (
+    best_limits,
+    finish_info,
+    fmt_time,
+    load_line,
+    matmul_flops,
+    measure_limits,
+    paired,
+    ratio_text,
+    run_info,
+)
 from transformerkit import get_preset
 from transformerkit.layers.packed import packed_linears
 from transformerkit.training.trainer import TrainConfig, make_optimizer
@@ -187,7 +196,8 @@ def model_flops(config, lengths: torch.Tensor, num_labels: int) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats: 5 for inference, 3 for training (about 2 minutes)")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer repeats: 5 for inference, 3 for training (about 2 minutes)")
     p.add_argument("--out", help="write all numbers to this JSON file")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     p.add_argument("--repeats", type=int, default=None,

@@ -2,11 +2,15 @@
 """GPT-2 124M: transformerkit against Hugging Face `transformers`, same weights, same inputs, one run.
 
     python benchmarks/bench_gpt2.py [--quick] [--out FILE.json] [--threads N] [--repeats N] [--no-pack]
+                                    [--nanogpt DIR] [--cases gen,train,train0]
 
 What is measured (each in fp32 and bf16):
   (a) greedy generation, batch 1: a 32-token prompt, 128 new tokens
   (b) greedy generation, batch 8: same prompt length, 128 new tokens
   (c) one training step: forward + backward + AdamW step on 4 x 256 tokens
+  (d) the same step with dropout 0 (nanoGPT's pretraining setting) and the fused AdamW for every
+      contender: ours, nanoGPT's `model.py` (from the folder given with --nanogpt; skipped without
+      it) and transformers, all three on the same weights
 
 Both models hold the same random weights: ours is built from the "gpt2" preset, saved with
 `save_pretrained` and loaded by `transformers.GPT2LMHeadModel`. Generation runs under
@@ -17,6 +21,18 @@ so that the noise of a shared machine falls on both alike. Reported: the median,
 absolute deviation (MAD) of each, and the ratio transformers / ours (> 1: ours is faster), taken as
 the median of the per-repeat ratios (also shown: best repeat / best repeat).
 
+For (d), nanoGPT's GPT is built with GPT-2's shape (vocabulary 50257, unpadded, biases, dropout 0)
+and given the same weights (its Linear layers hold transformers' Conv1D weights transposed); its
+targets are the labels shifted by one with its ignore index -1 at the last position, so that all three
+score the same 4 x 255 predictions. Its MLP uses the exact (erf) GELU where GPT-2 and ours use the
+tanh approximation; the parity check swaps in the tanh one to show the weights agree, and the timing
+runs nanoGPT's model as it is. No nanoGPT code is part of this repository: fetch it yourself
+(https://github.com/karpathy/nanoGPT) and pass its folder. Each contender of (d) runs in a process of
+its own (`common.Worker`), as a user would train it, the steps still interleaved: in one shared
+process the libraries slow each other down through the memory allocator. Each step also reports its
+page faults and system time (fresh buffers of the (B T, V) logits size are mapped and faulted in anew
+at every step, and that costs up to 0.65 s of system time per step here).
+
 Limits, measured in the same run: memory bandwidth (a large-array copy and a large fp32 GEMV) for
 batch-1 decoding, which reads every weight once per token; matmul FLOP/s (fp32 and bf16) for
 training, which costs about 6 N FLOPs per token plus the attention term 12 n_layer T d_model.
@@ -24,8 +40,14 @@ training, which costs about 6 N FLOPs per token plus the attention term 12 n_lay
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import importlib.util
+import io
 import json
+import os
+import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +56,18 @@ import warnings
 import torch
 
 import transformerkit as tk
-from common import best_limits, finish_info, fmt_time, load_line, measure_limits, paired, ratio_text, run_info
+from common import (
+    Worker,
+    best_limits,
+    finish_info,
+    fmt_time,
+    interleaved,
+    load_line,
+    measure_limits,
+    paired,
+    ratio_text,
+    run_info,
+)
 
 PROMPT_LEN = 32
 
@@ -119,6 +152,153 @@ def training_case(ours, theirs, batch: int, seq: int, dtype, repeats: int, warmu
     return timing
 
 
+# --- (d) the dropout-0 training step against nanoGPT and transformers ----------------------------------
+
+def load_nanogpt(path: str):
+    """nanoGPT's model.py as a module, from its folder (or the file itself)."""
+    file = path if path.endswith(".py") else os.path.join(path, "model.py")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def nanogpt_from_folder(ng, folder: str, cfg):
+    """nanoGPT's GPT with the weights of a transformers GPT-2 folder: same names, but its Linear layers
+    hold the transpose of transformers' Conv1D weights; lm_head is tied to wte, as in GPT-2."""
+    from safetensors.torch import load_file
+
+    config = ng.GPTConfig(block_size=cfg.max_position, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                          n_head=cfg.n_head, n_embd=cfg.d_model, dropout=0.0, bias=True)
+    with contextlib.redirect_stdout(io.StringIO()):          # it prints its parameter count
+        model = ng.GPT(config)
+    hf = load_file(os.path.join(folder, "model.safetensors"))
+    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    state = {k: (v.t().contiguous() if k.endswith(conv1d) else v) for k, v in hf.items()}
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    model.load_state_dict(state)
+    return model
+
+
+def nanogpt_targets(ids: torch.Tensor) -> torch.Tensor:
+    """nanoGPT takes the next tokens as targets; -1 (its ignore index) at the last position, which has none."""
+    return torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -1)], dim=1)
+
+
+def check_nanogpt_parity(ours, nano) -> dict:
+    """Loss and logits of nanoGPT against ours, with its GELU swapped for GPT-2's tanh form (then the
+    two compute the same function), and the loss with its own exact GELU."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, ours.config.vocab_size, (2, 64), generator=g)
+    with torch.no_grad():
+        a = ours(input_ids=ids, labels=ids)
+        own_loss = nano(ids, nanogpt_targets(ids))[1]
+        gelus = [block.mlp.gelu for block in nano.transformer.h]
+        for block in nano.transformer.h:
+            block.mlp.gelu = torch.nn.GELU(approximate="tanh")
+        try:
+            loss = nano(ids, nanogpt_targets(ids))[1]
+            logits = nano(ids)[0]                          # without targets: the last position only
+        finally:
+            for block, gelu in zip(nano.transformer.h, gelus):
+                block.mlp.gelu = gelu
+    return {"loss_abs_diff_tanh": abs(a.loss.item() - loss.item()),
+            "last_logits_max_abs_diff_tanh": (a.logits[:, -1:] - logits).abs().max().item(),
+            "loss_abs_diff_own_gelu": abs(a.loss.item() - own_loss.item())}
+
+
+def fused_adamw(model, lr: float = 1e-5, weight_decay: float = 0.1):
+    """The trainer's optimizer (and nanoGPT's grouping): fused AdamW, decay on matrices only."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, fused=True)
+
+
+def dropout0_model(name: str, folder: str, nanogpt_path: str | None):
+    """One contender with the weights saved in `folder`: ours (dropout 0), nanoGPT or transformers."""
+    import transformers
+
+    if name == "ours":
+        model = tk.build("gpt2", dropout=0.0, attn_dropout=0.0)
+        model.load_state_dict(torch.load(os.path.join(folder, "ours.pt")))
+        return model
+    if name == "nanoGPT":
+        return nanogpt_from_folder(load_nanogpt(nanogpt_path), folder, tk.get_preset("gpt2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformers.logging.set_verbosity_error()
+        return transformers.GPT2LMHeadModel.from_pretrained(folder)
+
+
+def dropout0_step(name: str, folder: str, nanogpt_path: str | None, batch: int, seq: int, threads: int):
+    """Runs in the contender's own process (`common.Worker`): builds it and returns its training step,
+    step(dtype name): forward + loss + backward + fused AdamW step + zero_grad; returns the loss and
+    the step's page faults and CPU time."""
+    torch.set_num_threads(threads)
+    model = dropout0_model(name, folder, nanogpt_path).train()
+    opt = fused_adamw(model)
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=g)
+    targets = nanogpt_targets(ids)
+
+    def step(dtype_name: str) -> dict:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype_name == "bf16"):
+            if name == "nanoGPT":
+                loss = model(ids, targets)[1]
+            else:
+                loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        # Page faults and system time: each fault maps a fresh 4 KiB page of a newly allocated buffer.
+        return {"loss": loss.item(), "minor_faults": after.ru_minflt - before.ru_minflt,
+                "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime}
+    return step
+
+
+def dropout0_training_case(workers: dict, dtype_name: str, repeats: int, warmup: int) -> dict:
+    """The step of each contender, in turn, each in its own process. The first call's losses agree
+    when the contenders start from the same weights (all run the same steps on the same batch)."""
+    first_loss = {name: worker(dtype_name)["loss"] for name, worker in workers.items()}
+    usage = {name: [] for name in workers}
+
+    def call(name):
+        usage[name].append(workers[name](dtype_name))
+    # The first call above is one warm-up; the second step still allocates for the first time here.
+    timing = interleaved({name: (lambda n=name: call(n)) for name in workers}, repeats, warmup)
+    timing["first_loss"] = first_loss
+    timing["per_step"] = {name: {key: statistics.median(u[key] for u in calls[-repeats:])
+                                 for key in ("minor_faults", "user_s", "sys_s")}
+                          for name, calls in usage.items()}
+    return timing
+
+
+def dropout0_table(rows: list[dict], limits: dict) -> str:
+    names = list(rows[0]["times"])
+    head = " | ".join(f"{n}: median (min-max, MAD)" for n in names)
+    ratio_head = " | ".join(f"{n} / ours" for n in names[1:])
+    lines = [f"| dtype | {head} | {ratio_head} | ours vs the limit | others vs the limit "
+             "| page faults per step (system time) |",
+             "|---" * (2 + 2 * (len(names) - 1)) + "|---|---|---|"]
+    for r in rows:
+        cells = []
+        for n in names:
+            s = r["times"][n]
+            spread = f"{fmt_time(s['min'])}-{fmt_time(s['max'])}, MAD {fmt_time(s['mad'])}"
+            cells.append(f"{fmt_time(s['median'])} ({spread})")
+        ratios = [ratio_text(r["ratios"][n]) for n in names[1:]]
+        peak = limits[f"matmul_{r['dtype']}_GFLOPs"]
+        ours = r["GFLOPs"]["ours"]
+        others = ", ".join(f"{n} {r['GFLOPs'][n]:.0f} = {r['GFLOPs'][n] / peak:.0%}" for n in names[1:])
+        faults = ", ".join(f"{n} {u['minor_faults'] / 1e3:.0f}k ({u['sys_s']:.2f} s)" for n, u in r["per_step"].items())
+        lines.append(f"| {r['dtype']} | " + " | ".join(cells) + " | " + " | ".join(ratios)
+                     + f" | {ours:.0f} GFLOP/s = {ours / peak:.0%} of {peak:.0f} | {others} | {faults} |")
+    return "\n".join(lines)
+
+
 # --- reporting -----------------------------------------------------------------------------------------
 
 def main(argv=None) -> dict:
@@ -130,7 +310,15 @@ def main(argv=None) -> dict:
                    help="timed repeats per case (default 5 for generation, 7 for training; quick 3 and 5)")
     p.add_argument("--no-pack", action="store_true",
                    help="generate without pre-packed linear weights (layers/packed.py), to see what packing gains")
+    p.add_argument("--nanogpt", metavar="DIR",
+                   help="folder of a nanoGPT checkout (its model.py): adds it to the dropout-0 training step")
+    p.add_argument("--cases", default="gen,train,train0",
+                   help="comma-separated: gen (generation), train (training step, dropout 0.1, for-loop AdamW), "
+                        "train0 (dropout 0, fused AdamW, with nanoGPT); default all")
     args = p.parse_args(argv)
+    cases = set(args.cases.split(","))
+    if cases - {"gen", "train", "train0"}:
+        p.error(f"unknown case(s): {', '.join(sorted(cases - {'gen', 'train', 'train0'}))}")
     if args.no_pack:
         from transformerkit.layers import packed
         packed.ENABLED = False
@@ -145,13 +333,16 @@ def main(argv=None) -> dict:
     train_repeats = args.repeats or (5 if quick else 7)
     warmup = 1
     train_batch, train_seq = (2, 128) if quick else (4, 256)
+    if "train0" in cases and not args.nanogpt:
+        print("note: no --nanogpt DIR given, so the dropout-0 training step runs without nanoGPT "
+              "(fetch https://github.com/karpathy/nanoGPT and pass its folder)")
 
     started = time.time()
     info = run_info(quick=quick, repeats=repeats, train_repeats=train_repeats, warmup=warmup,
                     new_tokens=new_tokens, prompt_len=PROMPT_LEN, train_batch=[train_batch, train_seq],
-                    packed_linears=not args.no_pack)
+                    packed_linears=not args.no_pack, cases=sorted(cases), nanogpt=args.nanogpt)
 
-    limits_start = measure_limits(quick)
+    limits_start = measure_limits(quick, bandwidth="gen" in cases)
     print("limits: " + ", ".join(f"{k} {v:.1f}" for k, v in limits_start.items()))
     limits = limits_start     # replaced at the end by the best of the two measurements
 
@@ -164,47 +355,89 @@ def main(argv=None) -> dict:
     print(f"parity fp32: logits max |diff| {parity['logits_max_abs_diff']:.2e}, "
           f"loss |diff| {parity['loss_abs_diff']:.2e}")
     n_params = ours.num_parameters()
-    n_matmul = n_params - ours.transformer.wpe.weight.numel()   # every weight but the position table is a matmul's
     cfg = ours.config
+    n_matmul = n_params - cfg.max_position * cfg.d_model   # every weight but the position table is a matmul's
 
-    prompt = torch.randint(0, cfg.vocab_size, (8, PROMPT_LEN), generator=torch.Generator().manual_seed(3))
     rows = []
-    models = {"fp32": (ours, theirs)}
-    models["bf16"] = (copy.deepcopy(ours).to(torch.bfloat16), copy.deepcopy(theirs).to(torch.bfloat16))
-    for dname in ("fp32", "bf16"):
-        o, t = models[dname]
-        for batch in (1, 8):
-            r = generation_case(o, t, batch, new_tokens, repeats, warmup, prompt)
-            r.update(case=f"generate b{batch}", dtype=dname, batch=batch)
-            # Every decoding step reads every weight once (lm_head included: it is the tied token
-            # embedding, counted once in n_params), for all rows of the batch together.
-            r["bytes_per_step"] = n_params * (4 if dname == "fp32" else 2)
-            for who, key in (("ours", "ours_GBps"), ("transformers", "theirs_GBps")):
-                step_time = r[who]["median"] / new_tokens
-                r[key] = r["bytes_per_step"] / step_time / 1e9
-            r["ours_ms_per_step"] = r["ours"]["median"] / new_tokens * 1e3
-            r["theirs_ms_per_step"] = r["transformers"]["median"] / new_tokens * 1e3
-            r["ours_frac_of_memory_limit"] = r["ours_GBps"] / limits["memory_GBps"]
-            if dname == "fp32" and not r["tokens_equal"]:
-                failures.append(f"{r['case']} fp32: tokens differ from transformers")
-            rows.append(r)
-            _print_row(r)
-    del models, o, t      # the bf16 copies
+    if "gen" in cases:
+        prompt = torch.randint(0, cfg.vocab_size, (8, PROMPT_LEN), generator=torch.Generator().manual_seed(3))
+        models = {"fp32": (ours, theirs)}
+        models["bf16"] = (copy.deepcopy(ours).to(torch.bfloat16), copy.deepcopy(theirs).to(torch.bfloat16))
+        for dname in ("fp32", "bf16"):
+            o, t = models[dname]
+            for batch in (1, 8):
+                r = generation_case(o, t, batch, new_tokens, repeats, warmup, prompt)
+                r.update(case=f"generate b{batch}", dtype=dname, batch=batch)
+                # Every decoding step reads every weight once (lm_head included: it is the tied token
+                # embedding, counted once in n_params), for all rows of the batch together.
+                r["bytes_per_step"] = n_params * (4 if dname == "fp32" else 2)
+                for who, key in (("ours", "ours_GBps"), ("transformers", "theirs_GBps")):
+                    step_time = r[who]["median"] / new_tokens
+                    r[key] = r["bytes_per_step"] / step_time / 1e9
+                r["ours_ms_per_step"] = r["ours"]["median"] / new_tokens * 1e3
+                r["theirs_ms_per_step"] = r["transformers"]["median"] / new_tokens * 1e3
+                r["ours_frac_of_memory_limit"] = r["ours_GBps"] / limits["memory_GBps"]
+                if dname == "fp32" and not r["tokens_equal"]:
+                    failures.append(f"{r['case']} fp32: tokens differ from transformers")
+                rows.append(r)
+                _print_row(r)
+        del models, o, t      # the bf16 copies
 
     flops_per_token = 6 * n_matmul + 12 * cfg.n_layer * train_seq * cfg.d_model
-    for dname, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        r = training_case(ours, theirs, train_batch, train_seq, dtype, train_repeats, warmup)
-        r.update(case="train step", dtype=dname, batch=train_batch)
-        r["flops_per_step"] = flops_per_token * r["tokens"]
-        r["ours_GFLOPs"] = r["flops_per_step"] / r["ours"]["median"] / 1e9
-        r["theirs_GFLOPs"] = r["flops_per_step"] / r["transformers"]["median"] / 1e9
-        rows.append(r)
-        _print_row(r)
+    if "train" in cases:
+        for dname, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            r = training_case(ours, theirs, train_batch, train_seq, dtype, train_repeats, warmup)
+            r.update(case="train step", dtype=dname, batch=train_batch)
+            r["flops_per_step"] = flops_per_token * r["tokens"]
+            r["ours_GFLOPs"] = r["flops_per_step"] / r["ours"]["median"] / 1e9
+            r["theirs_GFLOPs"] = r["flops_per_step"] / r["transformers"]["median"] / 1e9
+            rows.append(r)
+            _print_row(r)
+    del ours, theirs
+
+    rows0, parity0 = [], None
+    if "train0" in cases:
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.manual_seed(0)
+            ours0 = tk.build("gpt2", dropout=0.0, attn_dropout=0.0)
+            ours0.save_pretrained(tmp)                      # for transformers and nanoGPT
+            torch.save(ours0.state_dict(), os.path.join(tmp, "ours.pt"))
+            if args.nanogpt:
+                parity0 = check_nanogpt_parity(ours0, dropout0_model("nanoGPT", tmp, args.nanogpt))
+                print(f"parity nanoGPT fp32 (its GELU swapped for the tanh form): loss |diff| "
+                      f"{parity0['loss_abs_diff_tanh']:.2e}, last logits max |diff| "
+                      f"{parity0['last_logits_max_abs_diff_tanh']:.2e}; with its own exact GELU: loss |diff| "
+                      f"{parity0['loss_abs_diff_own_gelu']:.2e}")
+                if parity0["last_logits_max_abs_diff_tanh"] > 1e-4:
+                    failures.append(f"fp32 logits differ from nanoGPT by "
+                                    f"{parity0['last_logits_max_abs_diff_tanh']:.1e}")
+            del ours0
+            names = ["ours"] + (["nanoGPT"] if args.nanogpt else []) + ["transformers"]
+            workers = {}
+            try:
+                for name in names:
+                    workers[name] = Worker(dropout0_step, name, tmp, args.nanogpt, train_batch, train_seq,
+                                           torch.get_num_threads())
+                for dname in ("fp32", "bf16"):
+                    r = dropout0_training_case(workers, dname, train_repeats, warmup)
+                    r.update(case="train step, dropout 0", dtype=dname, batch=train_batch,
+                             tokens=train_batch * train_seq)
+                    r["flops_per_step"] = flops_per_token * r["tokens"]
+                    r["GFLOPs"] = {n: r["flops_per_step"] / s["median"] / 1e9 for n, s in r["times"].items()}
+                    rows0.append(r)
+                    print(f"  train step, dropout 0, {dname}: " + ", ".join(
+                        f"{n} {fmt_time(s['median'])}" for n, s in r["times"].items()) + "; " + ", ".join(
+                        f"{n} / ours {ratio_text(x)}" for n, x in r["ratios"].items()), flush=True)
+                    print("    per step (median): " + ", ".join(
+                        f"{n} {u['minor_faults'] / 1e3:.0f}k page faults, {u['sys_s']:.2f} s system time"
+                        for n, u in r["per_step"].items()), flush=True)
+            finally:
+                for worker in workers.values():
+                    worker.close()
 
     # The limits once more, now that the models have run: a shared machine can be slow at either end,
     # so each limit is the best of the two measurements.
-    del ours, theirs
-    limits_end = measure_limits(quick)
+    limits_end = measure_limits(quick, bandwidth="gen" in cases)
     print("limits again: " + ", ".join(f"{k} {v:.1f}" for k, v in limits_end.items()))
     limits = best_limits(limits_start, limits_end)
     for r in rows:
@@ -212,13 +445,21 @@ def main(argv=None) -> dict:
             r["ours_frac_of_memory_limit"] = r["ours_GBps"] / limits["memory_GBps"]
         else:
             r["ours_frac_of_matmul_limit"] = r["ours_GFLOPs"] / limits[f"matmul_{r['dtype']}_GFLOPs"]
+    for r in rows0:
+        r["frac_of_matmul_limit"] = {n: g / limits[f"matmul_{r['dtype']}_GFLOPs"] for n, g in r["GFLOPs"].items()}
 
     finish_info(info, started)
     report = {"info": info, "limits": limits, "limits_start": limits_start, "limits_end": limits_end,
-              "parity": parity, "n_params": n_params, "n_matmul_params": n_matmul,
-              "train_flops_per_token": flops_per_token, "results": rows, "failures": failures}
+              "parity": parity, "parity_nanogpt": parity0, "n_params": n_params, "n_matmul_params": n_matmul,
+              "train_flops_per_token": flops_per_token, "results": rows, "results_dropout0": rows0,
+              "failures": failures}
     print()
-    print(table(report))
+    if rows:
+        print(table(report))
+    if rows0:
+        print(f"\nTraining step, dropout 0, fused AdamW, {train_batch} x {train_seq} "
+              "(ratios: their time / ours, > 1: ours is faster)")
+        print(dropout0_table(rows0, limits))
     print(f"\n{load_line(info)}")
     if args.out:
         with open(args.out, "w") as f:

@@ -7,13 +7,14 @@ and they import this module as `common`.
 from __future__ import annotations
 
 import datetime
+import multiprocessing
 import os
 import platform
 import statistics
 import time
+import traceback
 
 import torch
-
 
 # --- timing -----------------------------------------------------------------------------------------
 
@@ -49,6 +50,88 @@ def paired(ours, theirs, repeats: int, warmup: int, settle: bool = False) -> dic
     return {"ours": summary(t_ours), "transformers": summary(t_theirs),
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
             "ratio_best": min(t_theirs) / min(t_ours)}
+
+
+def interleaved(fns: dict, repeats: int, warmup: int, settle: bool = False) -> dict:
+    """Time several callables in turn, the first ("ours") against each of the others.
+
+    The order rotates every repeat and runs backwards every other round of rotations, so that no
+    contender always follows the same one. `settle` as in `paired`. Returns, per name, the summary of
+    its times and, for every name but the first, its ratio to the first: the median of the per-repeat
+    ratios (their time / ours, > 1: ours is faster), min, max and best repeat / best repeat.
+    """
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        k = r % len(names)
+        order = names[k:] + names[:k]
+        for name in (order if (r // len(names)) % 2 == 0 else order[::-1]):
+            if settle:
+                fns[name]()
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    ours = names[0]
+    result = {"times": {name: summary(t) for name, t in times.items()}, "ratios": {}}
+    for name in names[1:]:
+        ratios = [b / a for a, b in zip(times[ours], times[name])]
+        result["ratios"][name] = {"ratio": statistics.median(ratios), "ratio_min": min(ratios),
+                                  "ratio_max": max(ratios), "ratio_best": min(times[name]) / min(times[ours])}
+    return result
+
+
+class Worker:
+    """A contender in a process of its own: `factory(*args)` builds, in that process, the callable that
+    each call of the worker runs there (its return value comes back).
+
+    Why: timed in one process, libraries disturb each other through the memory allocator. GPT-2 124M
+    training step, fp32, 2 threads: alone in its process, our backward pass took 2.71-2.78 s and
+    nanoGPT's 2.77-2.78 s; with three models stepping in turn in one process, 3.1-3.4 s and 2.9-3.1 s
+    (medians of three runs): which buffers come back from the heap and which are mapped and
+    page-faulted afresh depends on what the other library freed. A user trains one model per process.
+    The factory must be a module-level function (the process is spawned and imports it by name).
+    """
+
+    def __init__(self, factory, *args):
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_serve, args=(child, factory, args), daemon=True)
+        self._process.start()
+        child.close()
+        self._receive()                                   # built, or the error that stopped it
+
+    def __call__(self, *args):
+        self._conn.send(args)
+        return self._receive()
+
+    def _receive(self):
+        status, value = self._conn.recv()
+        if status == "error":
+            self.close()
+            raise RuntimeError(f"benchmark worker failed:\n{value}")
+        return value
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            self._process.join(timeout=30)
+        self._conn.close()
+
+
+def _serve(conn, factory, args) -> None:
+    try:
+        fn = factory(*args)
+        conn.send(("ready", None))
+        while (call := conn.recv()) is not None:
+            conn.send(("ok", fn(*call)))
+    except BaseException:                                 # report it to the parent rather than die silently
+        conn.send(("error", traceback.format_exc()))
 
 
 def others_cpu_use(seconds: float = 1.0) -> float | None:

@@ -59,8 +59,21 @@ class DecodeState:
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean next-token cross-entropy: position t predicts labels[t + 1]; IGNORE_INDEX is ignored."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX,
-                           label_smoothing=label_smoothing)
+    # Shift the labels, not the logits: logits[:, :-1] would copy the (B, T, V) logits, and their
+    # gradient would be zero-filled and copied back.
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).flatten()
+    logits = logits.flatten(0, 1)
+    # On a CPU, about 2M logits (8 MiB in fp32) at a time: each chunk's fp32 copy, log-softmax and
+    # gradient stay in cache instead of streaming (B T, V) fp32 buffers through memory. GPT-2, 4 x 256
+    # tokens, 2 threads: loss forward + backward 3.9x faster in fp32, 6.8x under bf16 autocast
+    # (docs/benchmarks.md). Each row's terms are the same; the chunk sums are added in fp64, so the
+    # mean stays within an ulp or two of F.cross_entropy's.
+    rows = max(1, 2**21 // logits.shape[-1])
+    if logits.device.type != "cpu" or len(logits) <= rows:
+        return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+    sums = [F.cross_entropy(x.float(), t, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing, reduction="sum")
+            for x, t in zip(logits.split(rows), targets.split(rows))]
+    return (torch.stack(sums).sum(dtype=torch.float64) / (targets != IGNORE_INDEX).sum()).float()
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
