@@ -30,8 +30,8 @@ runs nanoGPT's model as it is. No nanoGPT code is part of this repository: fetch
 (https://github.com/karpathy/nanoGPT) and pass its folder. Each contender of (d) runs in a process of
 its own (`common.Worker`), as a user would train it, the steps still interleaved: in one shared
 process the libraries slow each other down through the memory allocator. Each step also reports its
-page faults and system time (fresh buffers of the (B T, V) logits size are mapped and faulted in anew
-at every step, and that costs up to 0.65 s of system time per step here).
+page faults and system time (fresh buffers of the (B T, V) logits' size are mapped and faulted in anew
+at every step: up to about 1 s of system time per step on a 2-core VM).
 
 Limits, measured in the same run: memory bandwidth (a large-array copy and a large fp32 GEMV) for
 batch-1 decoding, which reads every weight once per token; matmul FLOP/s (fp32 and bf16) for
