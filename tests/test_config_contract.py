@@ -16,13 +16,17 @@ import torch
 import transformerkit as tk
 from transformerkit.errors import ConfigError
 
-FAMILIES = {"gpt": ("gpt2-tiny", "lm"), "bert": ("bert-tiny", "masked-lm"), "transformer": ("transformer-tiny", None),
+FAMILIES = {"gpt": ("gpt2-tiny", "lm"), "llama": ("llama-tiny", "lm"), "bert": ("bert-tiny", "masked-lm"),
+            "transformer": ("transformer-tiny", None),
             "t5": ("t5-tiny", None), "bart": ("bart-tiny", None), "seq2seq_rnn": ("rnn-tiny", None)}
 
 # field -> a function of the preset's config giving another value to try.
 CHANGES = {
     "positions": lambda c: {"learned": "sinusoidal", "sinusoidal": "learned", "relative": "learned",
-                            "none": "learned"}[c.positions],
+                            "none": "learned", "rotary": "learned"}[c.positions],
+    "rope_theta": lambda c: c.rope_theta * 7,
+    "n_kv_head": lambda c: 1 if c.kv_heads != 1 else c.n_head,
+    "lm_head_bias": lambda c: not c.lm_head_bias,
     "scale_embeddings": lambda c: not c.scale_embeddings,
     "embedding_norm": lambda c: not c.embedding_norm,
     "position_offset": lambda c: c.position_offset + 3,
@@ -52,6 +56,7 @@ CHANGES = {
 
 # Fields that only matter with another field's value: tried together with it.
 TOGETHER = {"position_offset": {"positions": "learned"},
+            "rope_theta": {"positions": "rotary", "position_offset": 0},
             "sinusoidal_layout": {"positions": "sinusoidal", "position_offset": 0},
             "relative_buckets": {"positions": "relative", "position_offset": 0},
             "relative_max_distance": {"positions": "relative", "position_offset": 0}}
@@ -101,16 +106,16 @@ def test_every_field_acts_or_is_refused(family, preset, task, field):
     base_config = tk.get_preset(preset)
     if field in ("classifier_dropout",) and family in ("gpt", "bert"):
         task = "sequence-classification"
-    base_config = base_config.replace(**{k: v for k, v in TOGETHER.get(field, {}).items()})
     try:
+        base_config = base_config.replace(**{k: v for k, v in TOGETHER.get(field, {}).items()})
         base = tk.build(base_config, task=task)
     except ConfigError:
         pytest.skip(f"{family} refuses the setting this field needs ({TOGETHER.get(field)})")
     change = {field: CHANGES[field](base_config)}
     if field == "positions" and change["positions"] != "learned":
         change["position_offset"] = 0       # an offset only applies to a learned table
-    changed_config = base_config.replace(**change)
-    try:
+    try:   # the config itself (a field that needs another, like rope_theta) or the family may refuse it
+        changed_config = base_config.replace(**change)
         changed = tk.build(changed_config, task=task)
     except ConfigError as e:
         assert field in str(e), f"the error should name {field}: {e}"

@@ -470,7 +470,7 @@ def test_decoder_block_uses_memory():
 # --- config errors -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field,value", [("activation", "swish"), ("norm", "batchnorm"),
-                                         ("positions", "rotary"), ("norm_position", "middle"),
+                                         ("positions", "alibi"), ("norm_position", "middle"),
                                          ("family", "mamba")])
 def test_config_rejects_unknown_choices(field, value):
     with pytest.raises(ConfigError, match=value):

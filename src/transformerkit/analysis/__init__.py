@@ -107,7 +107,7 @@ def analyze(model_or_preset, batch: int = 1, seq: int | None = None, dtype: str 
         "forward_full_attention": flops_per_token(config, seq, target_seq, causal_attention="full"),
         "training_full_attention": training_flops_per_token(config, seq, target_seq, causal_attention="full"),
     }
-    if config.family in ("gpt", "bert"):   # Kaplan et al. 2020's C = 6N, N without embeddings (one stack)
+    if config.family in ("gpt", "llama", "bert"):   # Kaplan et al. 2020's C = 6N, N without embeddings (one stack)
         result["flops_per_token"]["kaplan_6n"] = 6 * (
             params["total"] - params["token_embeddings"] - params["position_embeddings"]
             - params["segment_embeddings"])

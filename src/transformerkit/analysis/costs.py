@@ -34,6 +34,7 @@ DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 COMPONENTS = ("token_embeddings", "position_embeddings", "segment_embeddings", "attention", "feed_forward",
               "norms", "heads", "relative_position_bias")
 ENCODER_DECODER = ("transformer", "t5", "bart")
+DECODER_ONLY = ("gpt", "llama")
 
 
 def dtype_bytes(dtype: str) -> int:
@@ -61,9 +62,10 @@ def _norm_params(c: ModelConfig) -> int:
 
 
 def _attention_params(c: ModelConfig) -> int:
-    """Q, K, V (C -> H D each) and the output projection (H D -> C); cross-attention has as many."""
-    inner = c.n_head * c.d_head
-    return 4 * c.d_model * inner + ((3 * inner + c.d_model) if c.bias else 0)
+    """Q (C -> H D), K and V (C -> KV D each: fewer heads under GQA) and the output projection (H D -> C);
+    cross-attention has as many."""
+    inner, kv = c.n_head * c.d_head, c.kv_heads * c.d_head
+    return c.d_model * (2 * inner + 2 * kv) + ((inner + 2 * kv + c.d_model) if c.bias else 0)
 
 
 def _ffn_params(c: ModelConfig) -> int:
@@ -109,7 +111,7 @@ def parameter_breakdown(model_or_config, task: str | None = None) -> dict:
     out["segment_embeddings"] = c.type_vocab_size * C
     per_stack_norms = int(c.embedding_norm) + int(c.final_norm)
     untied_head = 0 if c.tie_embeddings else c.vocab_size * C
-    if c.family == "gpt":
+    if c.family in DECODER_ONLY:
         out["attention"] = L * _attention_params(c)
         out["feed_forward"] = L * _ffn_params(c)
         out["norms"] = (2 * L + per_stack_norms) * _norm_params(c)
@@ -186,9 +188,10 @@ def _check_shape(c: ModelConfig, batch: int, seq: int, target_seq: int | None) -
 
 
 def has_position_limit(c: ModelConfig) -> bool:
-    """GPT and BERT always have a learned table; encoder-decoders when their positions are learned or
-    sinusoidal (T5's relative positions and the RNN have no limit)."""
-    return c.family in ("gpt", "bert") or (c.family in ENCODER_DECODER and c.positions in ("learned", "sinusoidal"))
+    """GPT and BERT always have a table, LLaMA a trained context; encoder-decoders when their positions are
+    learned or sinusoidal (T5's relative positions and the RNN have no limit)."""
+    return c.family in (*DECODER_ONLY, "bert") or (c.family in ENCODER_DECODER
+                                                   and c.positions in ("learned", "sinusoidal"))
 
 
 def _attn_keys(T: int, causal: bool, causal_attention: str) -> float:
@@ -207,11 +210,11 @@ def forward_flops(model_or_config, batch: int = 1, seq: int = 1024, target_seq: 
     _check_shape(c, batch, seq, target_seq)
     if c.family == "seq2seq_rnn":
         return None
-    C, inner, V = c.d_model, c.n_head * c.d_head, c.vocab_size
+    C, inner, kv, V = c.d_model, c.n_head * c.d_head, c.kv_heads * c.d_head, c.vocab_size
     ffn = 2 * c.d_ff * C * (3 if c.activation.startswith("gated-") else 2)   # per token, one block
-    proj = 2 * 4 * C * inner                                               # Q, K, V, out per token
+    proj = 2 * C * (2 * inner + 2 * kv)                                    # Q, K, V (GQA: KV heads), out
     attend = 4 * inner                                                     # QK^T + AV per token and key
-    if c.family == "gpt":
+    if c.family in DECODER_ONLY:
         T = seq
         per_token = c.n_layer * (proj + ffn + attend * _attn_keys(T, True, causal_attention)) + 2 * C * V
         return batch * T * per_token
@@ -251,12 +254,13 @@ def training_flops_per_token(model_or_config, seq: int = 1024, target_seq: int |
 # ----------------------------------------------------------------------------- memory
 
 def kv_cache_bytes_per_token(model_or_config, dtype: str = "bf16") -> int:
-    """Keys and values of every decoder layer: 2 x n_layer x n_head x d_head x bytes per position."""
+    """Keys and values of every decoder layer: 2 x n_layer x n_kv_head x d_head x bytes per position
+    (n_kv_head = n_head without grouped-query attention)."""
     c = as_config(model_or_config)
     if c.family == "bert" or c.family == "seq2seq_rnn":
         return 0
     layers = c.n_decoder_layer if c.family in ENCODER_DECODER else c.n_layer
-    return 2 * layers * c.n_head * c.d_head * dtype_bytes(dtype)
+    return 2 * layers * c.kv_heads * c.d_head * dtype_bytes(dtype)
 
 
 def activation_bytes_per_token(model_or_config, seq: int, dtype: str = "bf16", fused_attention: bool = False,
@@ -287,7 +291,7 @@ def activation_bytes_per_token(model_or_config, seq: int, dtype: str = "bf16", f
         S, T = seq, target_seq or seq
         total = S * c.n_layer * layer(S) + T * c.n_decoder_layer * (layer(T) + cross(S)) + T * e * c.vocab_size
         return total / (S + T)
-    logits = e * c.vocab_size if c.family == "gpt" else 0
+    logits = e * c.vocab_size if c.family in DECODER_ONLY else 0
     return c.n_layer * layer(seq) + logits
 
 
@@ -363,13 +367,15 @@ def operations(model_or_config, batch: int = 1, seq: int = 1024, dtype: str = "b
         raise ConfigError("BERT is an encoder: it has no decoding step; use phase='training'")
     _check_shape(c, batch, seq, None)
     e = dtype_bytes(dtype)
-    B, C, H, D, F, V = batch, c.d_model, c.n_head, c.d_head, c.d_ff, c.vocab_size
+    B, C, H, KV, D, F, V = batch, c.d_model, c.n_head, c.kv_heads, c.d_head, c.d_ff, c.vocab_size
     Tq = 1 if phase == "decode" else seq      # new positions per sequence
     S = seq                                   # keys per query
     M = B * Tq                                # rows of every projection
-    ops = [_matmul("qkv_projection", M, C, 3 * H * D, e),
-           Op("attention_scores", 2.0 * B * H * Tq * S * D, float(e * B * H * (Tq * D + S * D + Tq * S))),
-           Op("attention_weighted_sum", 2.0 * B * H * Tq * S * D, float(e * B * H * (Tq * S + S * D + Tq * D))),
+    # Under GQA the keys and values (KV heads) are read once for each group of H / KV query heads.
+    ops = [_matmul("qkv_projection", M, C, (H + 2 * KV) * D, e),
+           Op("attention_scores", 2.0 * B * H * Tq * S * D, float(e * B * (H * Tq * D + KV * S * D + H * Tq * S))),
+           Op("attention_weighted_sum", 2.0 * B * H * Tq * S * D,
+              float(e * B * (H * Tq * S + KV * S * D + H * Tq * D))),
            _matmul("out_projection", M, H * D, C, e)]
     if c.family in ENCODER_DECODER:
         ops += [_matmul("cross_q_projection", M, C, H * D, e)]

@@ -50,6 +50,8 @@ class Converter:
     base_task: str | None = None      # our task whose checkpoint is their bare base model (names unprefixed)
     save_tied: bool = False           # also write the copies of tied weights (theirs may be untied by config)
     tie_from_weights: bool = False    # a config that says "tied" over a distinct, different output layer is untied
+    # rows of each of their tensors in one of our stacked ones, when not equal (GQA's q, k, v); None: equal
+    stacked_sizes: Callable[[str, ModelConfig], list[int] | None] = lambda name, config: None
 
     def to_theirs(self, name: str, config: ModelConfig) -> list[str]:
         """Their name(s) for our tensor `name`: one, or several stacked along dim 0."""
@@ -322,7 +324,8 @@ def save_pretrained(model, directory) -> None:
         their_names = conv.to_theirs(name, model.config)
         if task == conv.base_task:
             their_names = [t.removeprefix(conv.body_prefix) for t in their_names]
-        for their_name, value in zip(their_names, tensor.detach().chunk(len(their_names))):
+        sizes = conv.stacked_sizes(name, model.config) or [len(tensor) // len(their_names)] * len(their_names)
+        for their_name, value in zip(their_names, tensor.detach().split(sizes)):
             theirs[their_name] = (value.t() if conv.is_transposed(their_name) else value).cpu().clone(
                 memory_format=torch.contiguous_format)   # own storage: tied copies may be saved twice
     with atomic_files(directory) as tmp:

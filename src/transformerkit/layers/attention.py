@@ -4,7 +4,10 @@
     MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
 
 Self-attention (encoder), causal self-attention (decoder) and cross-attention (decoder
-reading the encoder) differ only in where K and V come from and in the mask. Two paths
+reading the encoder) differ only in where K and V come from and in the mask. Grouped-query
+attention (Ainslie et al. 2023, GQA) gives keys and values fewer heads, n_kv_head, each shared by
+n_head / n_kv_head query heads: multi-query attention (Shazeer 2019) is n_kv_head = 1, and
+multi-head n_kv_head = n_head. The KV cache then holds n_kv_head heads. Two paths
 compute Eq. 1: the fused `scaled_dot_product_attention` (default, fast) and an explicit one
 that also returns the attention weights for inspection; they agree to 1e-5.
 """
@@ -17,11 +20,12 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import GenerationError
 from .dropout import dropout
+from .positions import apply_rotary
 from .unpadded import Unpadded, attend_unpadded
 
 
 class KVCache:
-    """Preallocated keys and values for incremental decoding, one slot per layer.
+    """Preallocated keys and values for incremental decoding, one slot per layer, n_kv_head heads each.
 
     Each new token writes its key and value in place (no torch.cat per step), so a decoding
     step costs one forward over one token. Cross-attention keys and values of the encoder
@@ -95,36 +99,41 @@ def build_attention_mask(q_len: int, k_len: int, *, key_padding: torch.Tensor | 
 
 
 class MultiHeadAttention(nn.Module):
-    """Self- or cross-attention with `n_head` heads of width `d_head` (Eq. 1 and MultiHead above).
+    """Self- or cross-attention with `n_head` query heads of width `d_head` and `n_kv_head` key/value
+    heads (Eq. 1 and MultiHead above; GQA when n_kv_head < n_head).
 
-    Self-attention projects Q, K, V with one fused matrix `qkv`; cross-attention projects Q
-    from the decoder (`q`) and K, V from the encoder output (`kv`), so the encoder's K, V can
-    be computed once per generation.
+    Self-attention projects Q, K, V with one fused matrix `qkv` (rows: n_head query heads, then
+    n_kv_head key heads, then n_kv_head value heads); cross-attention projects Q from the decoder
+    (`q`) and K, V from the encoder output (`kv`), so the encoder's K, V can be computed once per
+    generation. With rotary positions the caller passes (cos, sin), and Q and K are rotated
+    before K enters the cache.
     """
 
     def __init__(self, config: ModelConfig, layer_idx: int = 0, cross: bool = False):
         super().__init__()
-        C, H, D = config.d_model, config.n_head, config.d_head
-        self.n_head, self.d_head, self.inner = H, D, H * D
+        C, H, KV, D = config.d_model, config.n_head, config.kv_heads, config.d_head
+        self.n_head, self.n_kv_head, self.d_head, self.inner = H, KV, D, H * D
         self.layer_idx, self.cross = layer_idx, cross
         if cross:
             self.q = nn.Linear(C, H * D, bias=config.bias)
-            self.kv = nn.Linear(C, 2 * H * D, bias=config.bias)
+            self.kv = nn.Linear(C, 2 * KV * D, bias=config.bias)
         else:
-            self.qkv = nn.Linear(C, 3 * H * D, bias=config.bias)
+            self.qkv = nn.Linear(C, (H + 2 * KV) * D, bias=config.bias)
         self.out = nn.Linear(H * D, C, bias=config.bias)
         self.scale = D ** -0.5 if config.scale_attention else 1.0
         self.attn_dropout = config.attn_dropout
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H*D) -> (B, H, T, D)
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, heads*D) -> (B, heads, T, D)
         B, T, _ = x.shape
-        return x.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+        return x.view(B, T, -1, self.d_head).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None, is_causal: bool = False,
-                cache: KVCache | None = None, need_weights: bool = False, unpadded: Unpadded | None = None):
+                cache: KVCache | None = None, need_weights: bool = False, unpadded: Unpadded | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None):
         """x: (B, T, C) queries' inputs; memory: (B, S, C) encoder output for cross-attention.
         With `unpadded` (self-attention only), x is (N, C), the packed tokens of a padded batch.
+        rope: (cos, sin), each (B or 1, 1, T, D), for rotary positions (self-attention only).
 
         Returns (output (B, T, C), or (N, C) / (M, C) with `unpadded`, weights (B, H, T, S) or None).
         """
@@ -135,30 +144,38 @@ class MultiHeadAttention(nn.Module):
             q = self._heads(self.q(x))
             kv = cache.cross[self.layer_idx] if cache is not None else None
             if kv is None:
-                k, v = self.kv(memory).split(self.inner, dim=2)
+                k, v = self.kv(memory).chunk(2, dim=2)
                 kv = self._heads(k), self._heads(v)
                 if cache is not None:
                     cache.cross[self.layer_idx] = kv
             k, v = kv
         else:
-            q, k, v = self.qkv(x).split(self.inner, dim=2)
-            q, k, v = self._heads(q), self._heads(k), self._heads(v)                 # (B, H, T, D)
+            kv_width = self.n_kv_head * self.d_head
+            q, k, v = self.qkv(x).split((self.inner, kv_width, kv_width), dim=2)
+            q, k, v = self._heads(q), self._heads(k), self._heads(v)        # (B, H, T, D), (B, KV, T, D) x 2
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
-                k, v = cache.append(self.layer_idx, k, v)                           # (B, H, S, D)
+                k, v = cache.append(self.layer_idx, k, v)                           # (B, KV, S, D)
         dropout_p = self.attn_dropout if self.training else 0.0
         weights = None
         if need_weights:
             y, weights = explicit_attention(q, k, v, attn_mask, is_causal, self.scale, dropout_p, self.training)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                               is_causal=is_causal, scale=self.scale)
+                                               is_causal=is_causal, scale=self.scale,
+                                               enable_gqa=self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).reshape(B, T, self.inner)                              # (B, T, H*D)
         return self.out(y), weights
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
                        is_causal: bool, scale: float, dropout_p: float = 0.0,
                        training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 1 written out, returning the weights softmax(QK^T/sqrt(d_k) + bias) as (B, H, Tq, Tk)."""
+    """Eq. 1 written out, returning the weights softmax(QK^T/sqrt(d_k) + bias) as (B, H, Tq, Tk).
+    With GQA (fewer key/value heads), query head h reads key/value head h // (H / KV)."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, Tk, D)
     scores = (q @ k.transpose(-2, -1)).float() * scale                             # (B, H, Tq, Tk)
     if is_causal:
         Tq, Tk = scores.shape[-2:]

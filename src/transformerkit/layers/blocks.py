@@ -61,10 +61,12 @@ class DecoderBlock(EncoderBlock):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, need_weights: bool = False,
-                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None):
-        """x: (B, T, C); memory: (B, S, C) encoder output. Returns (x, {"self": w, "cross": w})."""
+                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """x: (B, T, C); memory: (B, S, C) encoder output; rope: rotary (cos, sin) for the self-attention.
+        Returns (x, {"self": w, "cross": w})."""
         x, w_self = self.residual(x, self.self_attn_norm, lambda h: self.self_attn(
-            h, attn_mask=attn_mask, is_causal=is_causal, cache=cache, need_weights=need_weights))
+            h, attn_mask=attn_mask, is_causal=is_causal, cache=cache, need_weights=need_weights, rope=rope))
         w_cross = None
         if self.cross_attn is not None:
             x, w_cross = self.residual(x, self.cross_attn_norm, lambda h: self.cross_attn(

@@ -7,8 +7,8 @@
 
 GPT, BERT and the encoder-decoders all build their input with this one module, so every
 position kind and every embedding setting of `ModelConfig` means the same thing in each.
-With relative positions (T5) or none, nothing is added for the position here: relative
-positions act inside attention (positions.py).
+With relative positions (T5), rotary ones (LLaMA) or none, nothing is added for the position
+here: relative and rotary positions act inside attention (positions.py).
 """
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ class Embeddings(nn.Module):
         self.segments = nn.Embedding(config.type_vocab_size, C) if config.type_vocab_size else None
         self.norm = make_norm(config) if config.embedding_norm else None
         self.drop = Dropout(config.dropout)
-        # The most positions the table covers; None when positions do not bound the length.
-        self.max_position = config.max_position if self.positions is not None else None
+        # The most positions the model was made for; None when positions do not bound the length. Rotary
+        # positions add nothing here (attention rotates Q and K) but are bound by the trained context.
+        bounded = self.positions is not None or config.positions == "rotary"
+        self.max_position = config.max_position if bounded else None
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Position-wise feed-forward network (Vaswani et al. 2017, §3.3, Eq. 2).
 
-FFN(x) = act(x W_1 + b_1) W_2 + b_2, applied to every position alike. The gated variant
-of T5 v1.1 (Shazeer 2020, "GLU variants") multiplies the activation by a second linear
-map: FFN(x) = (act(x W_1) * x W_gate) W_2.
+FFN(x) = act(x W_1 + b_1) W_2 + b_2, applied to every position alike. The gated variants
+(Shazeer 2020, "GLU Variants Improve Transformer", Eq. 6) multiply the activation by a second
+linear map: FFN(x) = (act(x W_1) * x W_gate) W_2; GEGLU with gelu (T5 v1.1), SwiGLU with
+silu = swish_1 (LLaMA, PaLM). transformers' Llama calls W_1 gate_proj and W_gate up_proj.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,                                          # exact erf form (BERT)
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),    # the tanh approximation (GPT-1, GPT-2, T5 v1.1)
-    "silu": F.silu,                                          # swish (OPUS-MT's Marian models)
+    "silu": F.silu,                                          # swish (OPUS-MT's Marian; gated: SwiGLU)
 }
 
 

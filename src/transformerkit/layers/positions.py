@@ -1,9 +1,11 @@
-"""The three ways the family tells a model where a token is.
+"""The four ways the family tells a model where a token is.
 
 - sinusoidal: fixed table added to the embeddings (Vaswani et al. 2017, §3.5)
 - learned: a trained table added to the embeddings (GPT, BERT, BART)
 - relative: a learned scalar per (head, distance bucket) added to the attention
   scores (Shaw et al. 2018; the bucketed form of T5, Raffel et al. 2020, §2.1)
+- rotary: queries and keys rotated by an angle proportional to their position, so their
+  dot product depends on the distance only (Su et al. 2021, RoFormer; LLaMA)
 """
 from __future__ import annotations
 
@@ -91,3 +93,35 @@ class RelativePositionBias(nn.Module):
         k_pos = torch.arange(k_len, device=device)[None, :]
         buckets = relative_position_bucket(k_pos - q_pos, self.bidirectional, self.num_buckets, self.max_distance)
         return self.bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Tq, Tk)
+
+
+class RotaryPositions(nn.Module):
+    """RoPE (Su et al. 2021, §3.4, Eq. 34): channel pair i of a query or key at position m is rotated
+    by the angle m * theta_i, theta_i = base^(-2i / d_head), so that <R_m q, R_n k> = <q, R_(n-m) k>.
+
+    The pairs are laid out as transformers' Llama does ("half-split"): channel i pairs with channel
+    i + d_head/2, not with i + 1 as in the paper. llama.cpp's GGUF files store the Q/K rows for the
+    paper's interleaved pairs; interop/gguf.py undoes that on loading. A buffer, never saved.
+    """
+
+    def __init__(self, d_head: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.int64).float() / d_head))  # (D/2,)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """position_ids (B or 1, T) -> cos, sin, each (B or 1, 1, T, D), to broadcast over heads."""
+        angles = position_ids[:, :, None].float() * self.inv_freq                   # (B, T, D/2), fp32
+        angles = torch.cat([angles, angles], dim=-1)[:, None]                        # (B, 1, T, D)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension: a 90 degree turn of every pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """R_m x for queries or keys x (B, H, T, D): x cos(m theta) + rotate_half(x) sin(m theta)."""
+    return x * cos + rotate_half(x) * sin

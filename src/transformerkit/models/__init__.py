@@ -7,21 +7,23 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from . import bart, bert, gpt, seq2seq_rnn, t5, transformer
+from . import bart, bert, gpt, llama, seq2seq_rnn, t5, transformer
 from .bart import BART
 from .base import IGNORE_INDEX, DecodeState, Model, ModelOutput, causal_lm_loss
 from .encoder_decoder import EncoderDecoder
 from .gpt import GPT, GPTForSequenceClassification
+from .llama import Llama, LlamaForSequenceClassification
 from .seq2seq_rnn import Seq2SeqRNN
 from .t5 import T5
 from .transformer import Transformer
 
-CLASSES: tuple[type[Model], ...] = (GPT, GPTForSequenceClassification, *bert.MODELS, Transformer, T5, BART, Seq2SeqRNN)
+CLASSES: tuple[type[Model], ...] = (GPT, GPTForSequenceClassification, Llama, LlamaForSequenceClassification,
+                                    *bert.MODELS, Transformer, T5, BART, Seq2SeqRNN)
 MODELS: dict[tuple[str, str], type[Model]] = {(cls.family, cls.task): cls for cls in CLASSES}
 
 # Every preset by name: one table per family, in that family's file.
-PRESETS: dict[str, callable] = {**gpt.PRESETS, **bert.PRESETS, **transformer.PRESETS, **t5.PRESETS, **bart.PRESETS,
-                                **seq2seq_rnn.PRESETS}
+PRESETS: dict[str, callable] = {**gpt.PRESETS, **llama.PRESETS, **bert.PRESETS, **transformer.PRESETS, **t5.PRESETS,
+                                **bart.PRESETS, **seq2seq_rnn.PRESETS}
 
 
 def get_preset(name: str) -> ModelConfig:
@@ -59,5 +61,6 @@ def build(config: str | ModelConfig, task: str | None = None, **overrides) -> Mo
 
 
 __all__ = ["MODELS", "PRESETS", "IGNORE_INDEX", "build", "get_preset", "DecodeState", "EncoderDecoder", "Model",
-           "ModelOutput", "causal_lm_loss", "GPT", "GPTForSequenceClassification", "Seq2SeqRNN", "Transformer", "T5",
+           "ModelOutput", "causal_lm_loss", "GPT", "GPTForSequenceClassification", "Llama",
+           "LlamaForSequenceClassification", "Seq2SeqRNN", "Transformer", "T5",
            "BART"]

@@ -120,10 +120,13 @@ class Model(nn.Module):
     is_encoder_decoder: ClassVar[bool] = False
     can_generate: ClassVar[bool] = False
     head_modules: ClassVar[tuple[str, ...]] = ()
-    # Fields whose other values no family honours unless it says so: encoder-decoder settings, the RNN's `extra`.
+    # Fields whose other values no family honours unless it says so: encoder-decoder settings, the RNN's `extra`,
+    # rotary positions and grouped-query attention (the decoder-only stack), CTRL's LM-head bias.
     supports: ClassVar[dict[str, tuple]] = {"n_decoder_layer": (0,), "extra": ({},), "type_vocab_size": (0,),
                                             "final_logits_bias": (False,), "scale_decoder_outputs": (None,),
-                                            "decoder_start_token_id": (None,), "classifier_dropout": (None,)}
+                                            "decoder_start_token_id": (None,), "classifier_dropout": (None,),
+                                            "positions": ("learned", "sinusoidal", "relative", "none"),
+                                            "n_kv_head": (0,), "lm_head_bias": (False,)}
     residual_projections: ClassVar[tuple[str, ...]] = ("self_attn.out", "cross_attn.out", "ffn.w_2")
     generation_config = None   # a generation.GenerationConfig: read by tk.load, used by tk.generate when set
 

@@ -4,8 +4,8 @@ token embedding.
 
 GPT-1 is post-norm with no final norm; GPT-2 moves the norm before each sub-layer and adds
 one after the last block (`ln_f`). Both are the same code with a different `ModelConfig`,
-and so is CTRL's decoder (sinusoidal positions, scaled embeddings): the embeddings module
-honours every position kind but T5's relative one.
+and so are CTRL (sinusoidal positions, scaled embeddings, a biased LM head; models/ctrl.py)
+and LLaMA (rotary positions, grouped-query attention, RMSNorm, SwiGLU; models/llama.py).
 """
 from __future__ import annotations
 
@@ -15,17 +15,27 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import GenerationError
-from ..layers import DecoderBlock, Embeddings, KVCache, build_attention_mask, make_norm, positions_from_mask
-from .base import DecodeState, Model, ModelOutput, causal_lm_loss, supporting
+from ..layers import (
+    DecoderBlock,
+    Embeddings,
+    KVCache,
+    RotaryPositions,
+    build_attention_mask,
+    make_norm,
+    positions_from_mask,
+)
+from .base import ANY, DecodeState, Model, ModelOutput, causal_lm_loss, supporting
 
 
 class GPTBody(nn.Module):
-    """Embeddings, decoder blocks, final norm: token ids (B, T) -> hidden states (B, T, C)."""
+    """Embeddings, decoder blocks, final norm: token ids (B, T) -> hidden states (B, T, C).
+    With rotary positions, `rotary` gives every block's attention the angles of this forward's positions."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.embed = Embeddings(config)
+        self.rotary = RotaryPositions(config.d_head, config.rope_theta) if config.positions == "rotary" else None
         self.h = nn.ModuleList(DecoderBlock(config, i, cross_attention=False) for i in range(config.n_layer))
         self.ln_f = make_norm(config) if config.final_norm else nn.Identity()
 
@@ -41,11 +51,13 @@ class GPTBody(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=input_ids.device)[None]  # (1, T)
         x = self.embed(input_ids, position_ids)                                        # (B, T, C)
+        rope = self.rotary(position_ids, x.dtype) if self.rotary is not None else None  # (B or 1, 1, T, D) x 2
         mask, is_causal = build_attention_mask(T, past + T, key_padding=attention_mask, causal=True,
                                                q_offset=past, device=input_ids.device)
         attentions = []
         for block in self.h:
-            x, weights = block(x, attn_mask=mask, is_causal=is_causal, cache=cache, need_weights=need_weights)
+            x, weights = block(x, attn_mask=mask, is_causal=is_causal, cache=cache, need_weights=need_weights,
+                               rope=rope)
             attentions.append(weights)
         if cache is not None:
             cache.advance(T)
@@ -53,10 +65,12 @@ class GPTBody(nn.Module):
 
 
 class GPTModel(Model):
-    """What the GPT heads share: the family, the positions it honours (all but relative), the body."""
+    """What the GPT heads share: the family, the positions it honours (absolute ones), the body.
+    Grouped-query attention and a biased LM head are honoured too."""
 
     family = "gpt"
-    supports = supporting(Model.supports, positions=("learned", "sinusoidal", "none"))
+    supports = supporting(Model.supports, positions=("learned", "sinusoidal", "none"), n_kv_head=ANY,
+                          lm_head_bias=ANY)
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -71,7 +85,7 @@ class GPT(GPTModel):
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=config.lm_head_bias)
         self.init_weights()
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.embed.tokens.weight
@@ -96,7 +110,7 @@ class GPT(GPTModel):
         B, T = input_ids.shape
         max_length = T + max_new_tokens
         p = next(self.parameters())
-        cache = KVCache(self.config.n_layer, B, self.config.n_head, max_length, self.config.d_head,
+        cache = KVCache(self.config.n_layer, B, self.config.kv_heads, max_length, self.config.d_head,
                         p.dtype, p.device)
         key_padding = None
         if attention_mask is not None and not bool(attention_mask.all()):

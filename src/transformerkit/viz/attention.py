@@ -149,7 +149,7 @@ def attention_maps(model, tok, text: str, target: str | None = None, layers=None
     if not out.attentions:
         raise ConfigError(f"{name} returned no attention weights; it cannot be plotted")
     picked = _pick_layers(len(out.attentions), layers, "model")
-    kind = "decoder" if model.family == "gpt" else "encoder"
+    kind = "decoder" if model.family in ("gpt", "llama") else "encoder"
     return AttentionMaps(kind=kind, tokens=[_piece(tok, i) for i in ids],
                          self_attention=_stack(out.attentions, "self", picked, name), layers=picked)
 
