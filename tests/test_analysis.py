@@ -102,6 +102,8 @@ FLOP_CASES = [
     ("t5-tiny", {}),
     ("t5-tiny", dict(activation="gated-gelu_tanh", tie_embeddings=False)),
     ("bart-tiny", {}),
+    ("llama-tiny", {}),                                                   # GQA: 4 query heads, 2 KV heads
+    ("llama-tiny", dict(n_kv_head=1, d_head=24, tie_embeddings=False)),  # MQA, heads wider than d_model / n_head
 ]
 
 
@@ -131,7 +133,7 @@ def test_causal_average_halves_the_attention_term():
 
 # ----------------------------------------------------------------------------- memory
 
-@pytest.mark.parametrize("name", ["gpt2-tiny", "t5-tiny"])
+@pytest.mark.parametrize("name", ["gpt2-tiny", "t5-tiny", "llama-tiny"])
 def test_kv_cache_bytes_match_an_allocated_cache(name):
     model = build(name, vocab_size=100).to(torch.bfloat16).eval()
     B, new = 3, 7
@@ -140,6 +142,17 @@ def test_kv_cache_bytes_match_an_allocated_cache(name):
     allocated = sum(t.numel() * t.element_size() for t in cache.k + cache.v)
     positions = cache.max_len
     assert allocated == kv_cache_bytes_per_token(model.config, "bf16") * B * positions
+
+
+def test_kv_cache_per_token_with_and_without_gqa():
+    """SmolLM2-135M: 30 layers x 2 (K, V) x 3 KV heads x 64 x 2 bytes = 23,040 bytes per token in bf16; with a
+    K and V per query head (9) three times as much. GPT-2 small: 2 x 12 x 768 x 2 = 36,864."""
+    m = memory("smollm2-135m", seq=1024)
+    assert m["kv_cache_per_token"] == 30 * 2 * 3 * 64 * 2 == 23_040
+    assert m["kv_cache_per_token_without_gqa"] == 3 * m["kv_cache_per_token"]
+    assert memory("llama-3-8b")["kv_cache_per_token_without_gqa"] == 4 * memory("llama-3-8b")["kv_cache_per_token"]
+    assert "kv_cache_per_token_without_gqa" not in memory("gpt2")
+    assert memory("gpt2")["kv_cache_per_token"] == 36_864
 
 
 def test_memory_of_gpt2():

@@ -309,6 +309,8 @@ def memory(model_or_config, batch: int = 1, seq: int = 1024, dtype: str = "bf16"
     out = {"weights": n * e, "gradients": n * e,
            "optimizer": n * (8 + (4 if dtype != "fp32" else 0)),
            "kv_cache_per_token": kv_cache_bytes_per_token(c, dtype)}
+    if c.kv_heads != c.n_head:   # what grouped-query attention saves: the same model with a K and V per head
+        out["kv_cache_per_token_without_gqa"] = kv_cache_bytes_per_token(c.replace(n_kv_head=0), dtype)
     if c.family == "seq2seq_rnn":
         out["training_total"] = out["weights"] + out["gradients"] + out["optimizer"]
         return out
