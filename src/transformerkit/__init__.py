@@ -5,8 +5,11 @@
     model = tk.load("path/to/checkpoint")        # ours or a Hugging Face folder
     tok = tk.load_tokenizer("gpt2-vocab")
     new_ids = tk.generate(model, ids, max_new_tokens=64)
+    model, tok = tk.load("smollm2-135m-instruct"), tk.load_tokenizer("smollm2-135m-instruct")  # real weights
+    reply = tk.chat(model, tok, [{"role": "user", "content": "What is the capital of France?"}])
     vecs = tk.embed(tk.load(tk.fetch("minilm-l6")), tk.load_tokenizer("minilm-l6"), ["a sentence"])
 """
+from .chat import chat
 from .config import ModelConfig
 from .errors import AssetError, CheckpointError, ConfigError, DataError, GenerationError, TransformerKitError
 from .generation import GenerationConfig, generate
@@ -29,6 +32,6 @@ def fetch(name: str):
     return _fetch(name)
 
 
-__all__ = ["build", "load", "load_tokenizer", "generate", "GenerationConfig", "fetch", "embed", "similarity",
+__all__ = ["build", "load", "load_tokenizer", "generate", "chat", "GenerationConfig", "fetch", "embed", "similarity",
            "fill_mask", "ModelConfig", "PRESETS", "get_preset", "TransformerKitError", "ConfigError",
            "CheckpointError", "AssetError", "DataError", "GenerationError"]

@@ -324,12 +324,9 @@ def add_embed(sub) -> None:
 
 # --- tkit generate ------------------------------------------------------------------------------
 
-def cmd_generate(args) -> None:
-    import torch
-
-    from . import load, load_tokenizer
-    from .generation import GenerationConfig, generate_text
-    from .interop import resolve_checkpoint
+def _generation_flags(args) -> dict:
+    """The decoding flags of `tkit generate` / `tkit chat` as GenerationConfig fields, checked before loading."""
+    from .generation import GenerationConfig
 
     settings = {"max_new_tokens": args.max_new_tokens, "do_sample": not args.greedy and args.num_beams == 1,
                 "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
@@ -337,11 +334,48 @@ def cmd_generate(args) -> None:
                 "repetition_penalty": args.repetition_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size,
                 "stop_strings": args.stop, "truncate_prompt": args.truncate}
     GenerationConfig(**settings)   # an impossible setting is an error before anything loads or prints
+    return settings
+
+
+def _load_for_generation(args):
+    """The model (in --dtype) and its tokenizer (or --tokenizer) of a checkpoint, GGUF file or asset."""
+    import torch
+
+    from . import load, load_tokenizer
+    from .interop import resolve_checkpoint
+
     folder = resolve_checkpoint(args.checkpoint)
     model = load(folder)
     tokenizer = load_tokenizer(args.tokenizer or folder)
     if args.dtype == "bf16":
         model = model.to(torch.bfloat16)
+    return model, tokenizer
+
+
+def _add_generation_flags(p, max_new_tokens: int, temperature: float) -> None:
+    p.add_argument("--tokenizer", help="tokenizer if the checkpoint has none (e.g. gpt2)")
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                   help=f"tokens to add (default: {max_new_tokens})")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--temperature", type=float, default=temperature,
+                   help=f"sampling temperature (default: {temperature})")
+    p.add_argument("--top-k", type=int, default=50, help="sample among the k most likely, 0 = all (default: 50)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0 = off)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default: 1)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam score / length^this (default: 1.0)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL's penalty, 1.0 = off")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size")
+    p.add_argument("--stop", action="append", help="stop when this string appears (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--truncate", action="store_true", help="keep the last tokens of a prompt that is too long")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="weights' dtype (default: fp32)")
+
+
+def cmd_generate(args) -> None:
+    from .generation import generate_text
+
+    settings = _generation_flags(args)
+    model, tokenizer = _load_for_generation(args)
     prompts = args.prompt or ["\n"]
     stream = not args.no_stream and len(prompts) == 1 and args.num_beams == 1
     if stream:
@@ -360,24 +394,67 @@ def add_generate(sub) -> None:
                        description="Continue one or more prompts with a checkpoint (ours or a Hugging Face "
                                    "folder). Samples with top-k/top-p by default; --greedy or --num-beams for "
                                    "deterministic decoding. One prompt streams to the terminal.")
-    p.add_argument("checkpoint", help="checkpoint folder (a run folder works too)")
+    p.add_argument("checkpoint", help="checkpoint folder (a run folder works too), a .gguf file, or an asset "
+                                      "with weights (smollm2-135m-instruct)")
     p.add_argument("--prompt", action="append", help="a prompt; repeat for a batch (default: a newline)")
-    p.add_argument("--tokenizer", help="tokenizer if the checkpoint has none (e.g. gpt2)")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to add (default: 200)")
-    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default: 0.8)")
-    p.add_argument("--top-k", type=int, default=50, help="sample among the k most likely, 0 = all (default: 50)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0 = off)")
-    p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default: 1)")
-    p.add_argument("--length-penalty", type=float, default=1.0, help="beam score / length^this (default: 1.0)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL's penalty, 1.0 = off")
-    p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size")
-    p.add_argument("--stop", action="append", help="stop when this string appears (repeatable)")
-    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
-    p.add_argument("--truncate", action="store_true", help="keep the last tokens of a prompt that is too long")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="weights' dtype (default: fp32)")
+    _add_generation_flags(p, max_new_tokens=200, temperature=0.8)
     p.add_argument("--no-stream", action="store_true", help="print the text only at the end")
     p.set_defaults(func=cmd_generate)
+
+
+# --- tkit chat ----------------------------------------------------------------------------------
+
+CHAT_HELP = "commands: /reset forgets the conversation (keeps --system), /exit or Ctrl-D ends"
+
+
+def cmd_chat(args, read=input) -> None:
+    from .chat import Conversation
+    from .errors import GenerationError
+
+    settings = _generation_flags(args)
+    if args.num_beams != 1:
+        raise ConfigError("tkit chat streams its replies, which beam search cannot do; leave --num-beams at 1")
+    model, tokenizer = _load_for_generation(args)
+    template = not args.no_template
+    if template and tokenizer.chat_template is None:
+        raise ConfigError(f"{args.checkpoint} has no chat template, so it was not trained to chat in a known "
+                          "format (a base model?); run again with --no-template to talk to it as a plain "
+                          "transcript (\"user: ...\" / \"assistant:\")")
+    conversation = Conversation(system=args.system)
+    print(CHAT_HELP)
+    while True:
+        try:
+            text = read("> ").strip()
+        except EOFError:
+            print()
+            return
+        if text in ("/exit", "/quit"):
+            return
+        if text == "/reset":
+            conversation.reset()
+            print("(conversation reset)")
+            continue
+        if not text:
+            continue
+        try:
+            conversation.ask(model, tokenizer, text, template=template, stream=True, seed=args.seed, **settings)
+        except GenerationError as e:   # a turn that does not fit: say so and keep the session
+            print(f"tkit: {e}")
+
+
+def add_chat(sub) -> None:
+    p = sub.add_parser("chat", help="chat with an instruction-tuned model in the terminal",
+                       description="A multi-turn chat: each reply streams as it is generated. The prompt is the "
+                                   "conversation rendered with the model's chat template (from its tokenizer or "
+                                   "GGUF file); type /reset to start over and /exit (or Ctrl-D) to end. Samples "
+                                   "by default; --greedy for the most likely reply.")
+    p.add_argument("checkpoint", help="a .gguf file, an asset with weights (smollm2-135m-instruct) or a "
+                                      "checkpoint folder with a tokenizer")
+    p.add_argument("--system", default=None, help="a system prompt, kept across /reset (default: the template's)")
+    p.add_argument("--no-template", action="store_true",
+                   help="no chat template: write the conversation as a plain transcript (for base models)")
+    _add_generation_flags(p, max_new_tokens=256, temperature=0.7)
+    p.set_defaults(func=cmd_chat)
 
 
 # --- tkit convert / info ------------------------------------------------------------------------
@@ -640,7 +717,7 @@ def add_viz(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tkit", description="transformerkit: the Transformer family from scratch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_translate, add_finetune, add_pretrain, add_generate, add_fill_mask, add_embed,
+    for add in (add_train, add_translate, add_finetune, add_pretrain, add_generate, add_chat, add_fill_mask, add_embed,
                 add_convert, add_info, add_data, add_analyze, add_viz):
         add(sub)
     return parser
