@@ -115,7 +115,8 @@ def parameter_breakdown(model_or_config, task: str | None = None) -> dict:
         out["attention"] = L * _attention_params(c)
         out["feed_forward"] = L * _ffn_params(c)
         out["norms"] = (2 * L + per_stack_norms) * _norm_params(c)
-        out["heads"] = untied_head if task == "lm" else C * c.num_labels
+        lm_bias = c.vocab_size if c.lm_head_bias else 0       # CTRL's trained bias on the logits
+        out["heads"] = untied_head + lm_bias if task == "lm" else C * c.num_labels
     elif c.family == "bert":
         out["attention"] = L * _attention_params(c)
         out["feed_forward"] = L * _ffn_params(c)

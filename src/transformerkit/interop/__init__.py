@@ -1,5 +1,5 @@
 """Checkpoints in and out: the Hugging Face layout (config.json + model.safetensors) for every family."""
-from . import bart, bert, gpt, llama, marian, t5  # noqa: F401  (each registers its converters)
+from . import bart, bert, ctrl, gpt, llama, marian, t5  # noqa: F401  (each registers its converters)
 from .hf import (
                  CONVERTERS,
                  Converter,

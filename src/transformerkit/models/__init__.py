@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from . import bart, bert, gpt, llama, seq2seq_rnn, t5, transformer
+from . import bart, bert, ctrl, gpt, llama, seq2seq_rnn, t5, transformer
 from .bart import BART
 from .base import IGNORE_INDEX, DecodeState, Model, ModelOutput, causal_lm_loss
 from .encoder_decoder import EncoderDecoder
@@ -22,8 +22,8 @@ CLASSES: tuple[type[Model], ...] = (GPT, GPTForSequenceClassification, Llama, Ll
 MODELS: dict[tuple[str, str], type[Model]] = {(cls.family, cls.task): cls for cls in CLASSES}
 
 # Every preset by name: one table per family, in that family's file.
-PRESETS: dict[str, callable] = {**gpt.PRESETS, **llama.PRESETS, **bert.PRESETS, **transformer.PRESETS, **t5.PRESETS,
-                                **bart.PRESETS, **seq2seq_rnn.PRESETS}
+PRESETS: dict[str, callable] = {**gpt.PRESETS, **ctrl.PRESETS, **llama.PRESETS, **bert.PRESETS, **transformer.PRESETS,
+                                **t5.PRESETS, **bart.PRESETS, **seq2seq_rnn.PRESETS}
 
 
 def get_preset(name: str) -> ModelConfig:
