@@ -442,3 +442,15 @@ def test_heads_that_do_not_span_d_model_save_in_our_own_format(tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["model_type"] == "transformerkit"
     assert tk.load(tmp_path / "ckpt").config == model.config
+
+
+@pytest.mark.parametrize("change", [{"n_kv_head": 2}, {"lm_head_bias": True}])
+def test_gqa_or_a_biased_head_saves_in_our_own_format(change, tmp_path):
+    """GPT2LMHeadModel has a key and value per head and no LM-head bias: such a GPT is not a gpt2."""
+    model = tk.build("gpt2-tiny", vocab_size=50, **change)
+    model.save_pretrained(tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["model_type"] == "transformerkit"
+    back = tk.load(tmp_path / "ckpt")
+    ids = torch.randint(0, 50, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, model.eval()(ids).logits)

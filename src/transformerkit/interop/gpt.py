@@ -118,13 +118,15 @@ def gpt1_config_to_hf(c: ModelConfig, task: str) -> dict:
 def _writable(c: ModelConfig, gpt2: bool) -> bool:
     """A GPT that GPT2LMHeadModel (pre-norm, final norm) or OpenAIGPTLMHeadModel (post-norm, none) computes
     the same way: LayerNorm with biases, a learned position table, unscaled embeddings without a norm,
-    scaled attention of d_model width, an activation they name. Any other GPT (sinusoidal positions,
-    RMSNorm, ...) is saved in our own format (model_type "transformerkit")."""
+    scaled attention of d_model width with a key and value per head, an activation they name, an LM head
+    without bias. Any other GPT (sinusoidal positions, RMSNorm, GQA, ...) is saved in our own format
+    (model_type "transformerkit")."""
     activations = OUR_ACTIVATIONS if gpt2 else GPT1_OUR_ACTIVATIONS
     return (c.norm_position == ("pre" if gpt2 else "post") and c.final_norm == gpt2 and c.norm == "layernorm"
             and c.bias and c.positions == "learned" and c.position_offset == 0 and not c.scale_embeddings
             and not c.embedding_norm and c.scale_attention and c.n_head * c.d_head == c.d_model
-            and c.activation in activations and (gpt2 or c.d_ff == 4 * c.d_model))
+            and c.activation in activations and (gpt2 or c.d_ff == 4 * c.d_model)
+            and c.kv_heads == c.n_head and not c.lm_head_bias)
 
 
 register(Converter(family="gpt", model_types=("gpt2",), config_from_hf=gpt2_config_from_hf,
