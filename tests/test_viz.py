@@ -10,20 +10,26 @@ import pytest
 import torch
 
 import transformerkit as tk
-from transformerkit.analysis import Op
+from transformerkit.analysis import Op, memory
 from transformerkit.errors import ConfigError, DataError
 from transformerkit.tokenization import char_tokenizer
 from transformerkit.viz import (
+    KV_PRESETS,
     attention_maps,
     classify,
+    kv_cache_comparison,
     plot_attention,
     plot_curves,
     plot_flops_share,
+    plot_kv_cache,
     plot_positions,
     plot_roofline,
+    plot_rotary,
     position_similarity,
     ridge_point,
     roofline_points,
+    rotary_angles,
+    rotary_frequencies,
 )
 
 TEXT = "the cat sat on the mat"
@@ -151,6 +157,110 @@ def test_positions(tmp_path):
     assert _pixels(files).shape == _pixels(other).shape and not np.array_equal(_pixels(files), _pixels(other))
     with pytest.raises(ConfigError, match="even"):
         position_similarity(63, 10)
+
+
+def test_rotary_frequencies_and_angles():
+    for d_head, base in [(64, 10000.0), (64, 100000.0), (128, 500000.0), (8, 10.0)]:
+        expected = torch.tensor([base ** (-2 * i / d_head) for i in range(d_head // 2)], dtype=torch.float64)
+        torch.testing.assert_close(rotary_frequencies(d_head, base).double(), expected, rtol=1e-6, atol=0)
+    # a larger base slows every pair but the first (theta_0 = 1 radian per position whatever the base)
+    slow, fast = rotary_frequencies(64, 100000.0), rotary_frequencies(64, 10000.0)
+    assert slow[0] == fast[0] == 1.0 and bool((slow[1:] < fast[1:]).all())
+    assert bool((fast[1:] < fast[:-1]).all())                      # falls with the pair index
+    cos = rotary_angles(16, 50, 10000.0)
+    m, i = torch.arange(50, dtype=torch.float64)[:, None], torch.arange(8, dtype=torch.float64)
+    assert cos.shape == (50, 8)
+    torch.testing.assert_close(cos.double(), torch.cos(m * 10000.0 ** (-2 * i / 16)), rtol=0, atol=1e-5)
+    assert torch.equal(cos[0], torch.ones(8))                      # position 0: no turn
+    with pytest.raises(ConfigError, match="even"):
+        rotary_frequencies(63)
+    with pytest.raises(ConfigError, match="base"):
+        rotary_angles(64, 10, base=1.0)
+
+
+def test_plot_rotary(tmp_path):
+    files = _written(plot_rotary(tmp_path / "rope.png", d_head=64, bases=(10000, 100000), n_positions=128,
+                                 context=8192))
+    svg = _svg(files)
+    assert svg["axes"] == 1 + 2 + 1                                # frequencies, a heat map per base, a colour bar
+    assert svg["images"] == 2 + 1
+    # the legend counts the pairs slower than one turn per context: theta_i < 2 pi / 8192
+    for base in (10000, 100000):
+        slow = sum(base ** (-2 * i / 64) < 2 * np.pi / 8192 for i in range(32))
+        assert f"base {base:,}: {slow} of 32 pairs turn < once in 8,192 tokens" in svg["texts"]
+        assert f"cos(m θ$_i$), base {base:,}" in svg["texts"]
+    assert {"rotary frequencies, d_head = 64", "2π / 8,192 (one turn per context)", "position m"} <= set(svg["texts"])
+    # the heat maps follow the base: another base, another picture of the same size
+    other = _written(plot_rotary(tmp_path / "rope-other.png", d_head=64, bases=(10000, 500000), n_positions=128,
+                                 context=8192))
+    assert "cos(m θ$_i$), base 500,000" in _svg(other)["texts"]
+    assert _pixels(files).shape == _pixels(other).shape and not np.array_equal(_pixels(files), _pixels(other))
+    three = _svg(_written(plot_rotary(tmp_path / "rope3.png", d_head=32, bases=(1e4, 1e5, 5e5), context=4096)))
+    assert three["axes"] == 1 + 3 + 1 and three["images"] == 3 + 1
+    assert "base 500,000: 8 of 16 pairs turn < once in 4,096 tokens" in three["texts"]
+    with pytest.raises(ConfigError, match="base"):
+        plot_rotary(tmp_path / "x.png", bases=())
+
+
+def test_kv_cache_comparison():
+    rows = kv_cache_comparison()
+    assert [r["name"] for r in rows] == list(KV_PRESETS)
+    for r in rows:
+        assert r["bytes"] == memory(r["name"])["kv_cache_per_token"]
+        # a key and a value per layer and KV head, 2 bytes each in bf16
+        assert r["bytes"] == 2 * r["n_layer"] * r["n_kv_head"] * r["d_head"] * 2
+        assert r["bytes_without_gqa"] == 2 * r["n_layer"] * r["n_head"] * r["d_head"] * 2
+        assert r["bytes_per_context"] == r["bytes"] * r["context"]
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["gpt2"]["bytes"] == by_name["gpt2"]["bytes_without_gqa"] == 2 * 12 * 768 * 2   # 36 KiB
+    assert by_name["llama-3-8b"]["bytes"] == 2 * 32 * 8 * 128 * 2                                 # 8 KV heads
+    assert by_name["llama-3-8b"]["bytes_without_gqa"] == 4 * by_name["llama-3-8b"]["bytes"]     # 32 query heads
+    assert by_name["llama-2-70b"]["bytes"] < by_name["llama-2-7b"]["bytes"]                     # GQA: 8 of 64
+    assert by_name["smollm2-135m"]["n_kv_head"] == 3 and by_name["smollm2-135m"]["n_head"] == 9
+    fp32 = kv_cache_comparison(["smollm2-135m"], dtype="fp32")[0]
+    assert fp32["bytes"] == 2 * by_name["smollm2-135m"]["bytes"]
+    with pytest.raises(ConfigError, match="bert"):
+        kv_cache_comparison(["bert-base"])
+    with pytest.raises(ConfigError, match="at least one"):
+        kv_cache_comparison([])
+
+
+def test_plot_kv_cache(tmp_path):
+    files = _written(plot_kv_cache(tmp_path / "kv.png"))
+    svg = _svg(files)
+    texts = [t.strip() for t in svg["texts"]]
+    assert svg["axes"] == 1 and "KV cache per token (bf16)" in texts
+    assert set(KV_PRESETS) <= set(texts)                           # a bar per preset, named
+    assert {"36 KiB: 12 heads", "512 KiB: 32 heads", "22.5 KiB: 3 KV heads for 9 query heads",
+            "67.5 KiB without GQA", "128 KiB: 8 KV heads for 32 query heads", "512 KiB without GQA",
+            "320 KiB: 8 KV heads for 64 query heads", "2,560 KiB without GQA"} <= set(texts)
+    # a hatched "without GQA" bar behind each of the four GQA models, and one in the legend
+    gqa = sum(r["n_kv_head"] != r["n_head"] for r in kv_cache_comparison())
+    assert gqa == 4 and svg["svg"].count("fill: url(#") == gqa + 1
+    mha = _svg(_written(plot_kv_cache(tmp_path / "kv-mha.png", presets=["gpt2", "llama-2-7b"], dtype="fp32")))
+    assert {"72 KiB: 12 heads", "1,024 KiB: 32 heads", "KV cache per token (fp32)"} <= {t.strip() for t in mha["texts"]}
+    assert mha["svg"].count("fill: url(#") == 1                    # the legend's only
+    with pytest.raises(ConfigError, match="dtype"):
+        plot_kv_cache(tmp_path / "x.png", dtype="fp7")
+
+
+def test_tkit_viz_rotary_and_kv_cache(tmp_path, capsys):
+    from transformerkit.cli import main
+
+    assert main(["viz", "rotary", "--d-head", "32", "--bases", "10000", "500000", "--context", "4096",
+                 "--out", str(tmp_path / "rope.png")]) == 0
+    svg = _svg(_written([tmp_path / "rope.png", tmp_path / "rope.svg"]))
+    assert {"rotary frequencies, d_head = 32", "base 500,000: 8 of 16 pairs turn < once in 4,096 tokens"} \
+        <= set(svg["texts"])
+    assert main(["viz", "kv-cache", "--out", str(tmp_path / "kv.png")]) == 0           # the default presets
+    assert set(KV_PRESETS) <= set(_svg(_written([tmp_path / "kv.png", tmp_path / "kv.svg"]))["texts"])
+    assert main(["viz", "kv-cache", "gpt2", "llama-3-70b", "--dtype", "fp32", "--out", str(tmp_path / "k.png")]) == 0
+    texts = {t.strip() for t in _svg([tmp_path / "k.png", tmp_path / "k.svg"])["texts"]}
+    assert {"gpt2", "llama-3-70b", "72 KiB: 12 heads", "640 KiB: 8 KV heads for 64 query heads"} <= texts
+    assert "llama-2-7b" not in texts
+    capsys.readouterr()
+    assert main(["viz", "kv-cache", "bert-base", "--out", str(tmp_path / "b.png")]) == 1
+    assert "bert-base is a bert model" in capsys.readouterr().err
 
 
 def test_curves(tmp_path):

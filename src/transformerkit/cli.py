@@ -677,6 +677,14 @@ def cmd_viz(args) -> None:
 
         for path in plot_positions(args.out, d_model=args.d_model, n_positions=args.positions):
             print(f"wrote {path}")
+    elif args.viz_command in ("rotary", "kv-cache"):
+        from .viz import plot_kv_cache, plot_rotary
+
+        files = plot_rotary(args.out, d_head=args.d_head, bases=args.bases, n_positions=args.positions,
+                            context=args.context) if args.viz_command == "rotary" else \
+            plot_kv_cache(args.out, presets=args.presets or None, dtype=args.dtype)
+        for path in files:
+            print(f"wrote {path}")
     else:
         from .viz import plot_curves
 
@@ -690,7 +698,8 @@ def add_viz(sub) -> None:
 
     p = sub.add_parser("viz", help="pictures: attention maps, position encodings, training curves",
                        description="Draw a figure as FILE.png and FILE.svg (FILE's suffix is replaced).")
-    vsub = p.add_subparsers(dest="viz_command", required=True, metavar="{attention,positions,curves}")
+    vsub = p.add_subparsers(dest="viz_command", required=True,
+                            metavar="{attention,positions,rotary,kv-cache,curves}")
     a = vsub.add_parser("attention", help="attention heatmaps of a text, one row per layer, one column per head",
                         description="Self-attention of an encoder (BERT) or decoder (GPT, causal); for an "
                                     "encoder-decoder give --target: it is teacher-forced and the figure shows "
@@ -707,6 +716,18 @@ def add_viz(sub) -> None:
     q.add_argument("--positions", type=int, default=256, help="number of positions (default: 256)")
     q.add_argument("--out", type=Path, default=Path("positions.png"), help="output file (default: positions.png)")
     q.set_defaults(func=cmd_viz)
+    r = vsub.add_parser("rotary", help="rotary (RoPE) frequencies and cos(m theta_i) per base")
+    r.add_argument("--d-head", type=int, default=64, help="head width (default: 64)")
+    r.add_argument("--bases", type=float, nargs="+", default=[10000.0, 100000.0], help="default: 10000 100000")
+    r.add_argument("--positions", type=int, default=256, help="positions in the heat maps (default: 256)")
+    r.add_argument("--context", type=int, default=8192, help="context for the one-turn line (default: 8192)")
+    r.add_argument("--out", type=Path, default=Path("rotary.png"), help="output file (default: rotary.png)")
+    r.set_defaults(func=cmd_viz)
+    k = vsub.add_parser("kv-cache", help="KV cache per token of decoder presets, with and without GQA")
+    k.add_argument("presets", nargs="*", default=None, help="presets (default: gpt2 ... llama-3-8b)")
+    k.add_argument("--dtype", default="bf16", help="cache dtype (default: bf16)")
+    k.add_argument("--out", type=Path, default=Path("kv-cache.png"), help="output file (default: kv-cache.png)")
+    k.set_defaults(func=cmd_viz)
     c = vsub.add_parser("curves", help="training and validation loss (and tokens/s, MFU) from a run folder",
                         description="Read RUN_DIR/metrics.jsonl, which tkit train/pretrain/finetune write.")
     c.add_argument("run_dir", type=Path, help="run folder (the --out of a training command) or its metrics.jsonl")
