@@ -10,7 +10,8 @@ from ..config import ModelConfig
 class RMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * g  -- no mean subtraction, no bias (T5's "LayerNorm").
 
-    The statistic is computed in fp32 even under bf16, as T5 does, because the mean of
+    The statistic and the division are computed in fp32 even under bf16, as T5 and LLaMA do (and
+    transformers after them: the result is rounded to bf16 once, before the gain), because the mean of
     squares over thousands of channels loses precision in 8 mantissa bits.
     """
 
@@ -20,9 +21,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        variance = x.float().pow(2).mean(-1, keepdim=True)
-        x = x * torch.rsqrt(variance + self.eps).to(x.dtype)
-        return self.weight * x
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)                # (..., d), fp32
+        return self.weight * h.to(x.dtype)
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
