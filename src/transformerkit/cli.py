@@ -469,11 +469,13 @@ def cmd_convert(args) -> None:
 def add_convert(sub) -> None:
     p = sub.add_parser("convert", help="convert a checkpoint to the canonical layout (config.json + model.safetensors)",
                        description="Read a checkpoint (a Hugging Face folder with safetensors, shards or a "
-                                   "pytorch_model.bin read with weights_only, a bare base model, or ours) and "
-                                   "write it as config.json + model.safetensors (+ tokenizer), which both "
-                                   "transformerkit and transformers load. Our checkpoints already use this "
-                                   "layout, so HF -> ours and ours -> HF are the same operation.")
-    p.add_argument("source", help="checkpoint folder or hub id")
+                                   "pytorch_model.bin read with weights_only, a bare base model, ours, or a "
+                                   "LLaMA GGUF file, dequantized) and write it as config.json + model.safetensors "
+                                   "(+ tokenizer), which both transformerkit and transformers load. Our "
+                                   "checkpoints already use this layout, so HF -> ours and ours -> HF are the "
+                                   "same operation.")
+    p.add_argument("source", help="checkpoint folder, .gguf file, asset with weights (smollm2-135m-instruct) "
+                                  "or hub id")
     p.add_argument("destination", help="folder to write")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="cast weights (default: keep)")
     p.set_defaults(func=cmd_convert)
