@@ -1,9 +1,10 @@
-"""Tokenizers: the real GPT-2 byte-level BPE, BERT's WordPiece, character level, and trained BPE / WordPiece.
+"""Tokenizers: the real GPT-2 byte-level BPE, BERT's WordPiece, character level, trained BPE / WordPiece,
+and the byte-level BPE a GGUF file describes (with its chat template).
 
 The algorithms are the ``tokenizers`` library's (Rust, fast, reads the standard
 vocabulary files); this module only builds them, remembers which tokens are
-special, and saves them in the Hugging Face layout so ``transformers`` reads
-the same folder.
+special (and a chat model's chat template), and saves them in the Hugging Face
+layout so ``transformers`` reads the same folder.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tokenizers
 import torch
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from transformerkit.assets import fetch
+from transformerkit.assets import CATALOG, fetch
 from transformerkit.data.text import read_text
 from transformerkit.errors import ConfigError, DataError
 from transformerkit.files import atomic_files
@@ -75,8 +76,13 @@ class Tokenizer:
         cls_token: str | None = None,
         sep_token: str | None = None,
         mask_token: str | None = None,
+        chat_template: str | None = None,
     ) -> None:
         self.backend = backend
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise ConfigError(f"chat_template must be a Jinja2 template string or None, not a "
+                              f"{type(chat_template).__name__}.")
+        self.chat_template = chat_template
         self.bos_token, self.eos_token = bos_token, eos_token
         self.pad_token, self.unk_token = pad_token, unk_token
         self.cls_token, self.sep_token, self.mask_token = cls_token, sep_token, mask_token
@@ -221,6 +227,28 @@ class Tokenizer:
             if saved_padding is not None:
                 backend.enable_padding(**saved_padding)
 
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = False,
+                            **kwargs: Any) -> str:
+        """The prompt TEXT of a conversation (a list of {"role", "content"} dicts), through ``chat_template``.
+
+        Rendered as ``transformers``' ``apply_chat_template(..., tokenize=False)`` renders it (see
+        chat_template.py). ``add_generation_prompt`` ends the text with the assistant's turn opening;
+        ``kwargs`` become template variables (and override the special tokens of the same name).
+        Encode the text with ``add_special_tokens=False``: the template writes the special tokens itself.
+        """
+        if self.chat_template is None:
+            raise ConfigError(
+                f"This tokenizer ({self!r}) has no chat template, so it cannot turn messages into a prompt. "
+                "Load the tokenizer of an instruction-tuned model (a GGUF with tokenizer.chat_template, or a "
+                "folder whose tokenizer_config.json has chat_template), or set tokenizer.chat_template."
+            )
+        # Imported here: jinja2 takes ~0.2 s to import, and only chat needs it.
+        from transformerkit.chat_template import render_chat_template
+
+        specials = {key: getattr(self, key) for key in SPECIAL_TOKEN_KEYS if getattr(self, key) is not None}
+        return render_chat_template(self.chat_template, messages, add_generation_prompt=add_generation_prompt,
+                                    special_tokens=specials, **kwargs)
+
     @property
     def vocab_size(self) -> int:
         """Number of token ids, added tokens included (the embedding table needs this many rows)."""
@@ -270,6 +298,9 @@ class Tokenizer:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write tokenizer.json, tokenizer_config.json, and vocab.json + merges.txt (BPE) or vocab.txt (WordPiece).
 
+        The chat template, if any, goes into tokenizer_config.json as ``chat_template`` (where
+        ``transformers`` reads it).
+
         The layout is Hugging Face's, so ``transformers`` loads the folder too
         (``GPT2TokenizerFast.from_pretrained(directory)`` for a byte-level BPE,
         ``AutoTokenizer`` / ``BertTokenizerFast`` for BERT's WordPiece).
@@ -279,6 +310,8 @@ class Tokenizer:
         directory = Path(directory)
         config = {key: getattr(self, key) for key in SPECIAL_TOKEN_KEYS if getattr(self, key) is not None}
         config |= self._transformers_class_config()
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
         with atomic_files(directory) as tmp:
             (tmp / "tokenizer.json").write_text(self.backend.to_str(pretty=True), encoding="utf-8")
             (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -313,13 +346,15 @@ class Tokenizer:
         """Load a folder holding tokenizer.json, or vocab.json + merges.txt, or encoder.json + vocab.bpe, or vocab.txt.
 
         A lone vocab.txt is BERT's WordPiece, lower-cased unless tokenizer_config.json
-        says ``"do_lower_case": false``. Truncation and padding stored in a
-        tokenizer.json are dropped: ``encode`` gives every token, and ``batch_encode``
-        pads and truncates as each call asks (as ``transformers`` does).
+        says ``"do_lower_case": false``. A folder with none of these but one .gguf file
+        (the smollm2-135m-instruct asset) gets that file's tokenizer (``gguf_tokenizer``).
+        Truncation and padding stored in a tokenizer.json are dropped: ``encode`` gives every
+        token, and ``batch_encode`` pads and truncates as each call asks (as ``transformers`` does).
         The special tokens come from tokenizer_config.json / special_tokens_map.json
         when present, else from the conventional names the vocabulary has
         (``<|endoftext|>``, ``<s>``, ``</s>``, ``<pad>``, ``[PAD]``, ``<unk>``, ``[UNK]``,
-        ``[CLS]``, ``[SEP]``, ``[MASK]``, ``<mask>``).
+        ``[CLS]``, ``[SEP]``, ``[MASK]``, ``<mask>``). The chat template comes from
+        chat_template.jinja or tokenizer_config.json's ``chat_template``, as ``transformers`` reads it.
         """
         directory = Path(directory)
         if (directory / "tokenizer.json").is_file():
@@ -336,13 +371,20 @@ class Tokenizer:
             backend = _byte_level_bpe(directory / "encoder.json", directory / "vocab.bpe")
         elif (directory / "vocab.txt").is_file():
             backend = _wordpiece_backend(directory / "vocab.txt", **_bert_options(directory))
+        elif ggufs := sorted(directory.glob("*.gguf")):
+            if len(ggufs) > 1:
+                raise DataError(
+                    f"{directory} holds {len(ggufs)} GGUF files ({', '.join(p.name for p in ggufs)}) and no "
+                    "tokenizer.json; pass the path of the .gguf file whose tokenizer you want."
+                )
+            return gguf_tokenizer(ggufs[0])
         else:
             raise DataError(
                 f"No tokenizer files in {directory}: expected tokenizer.json, or vocab.json + merges.txt, "
-                "or encoder.json + vocab.bpe, or vocab.txt (WordPiece). Save one there with "
+                "or encoder.json + vocab.bpe, or vocab.txt (WordPiece), or one .gguf file. Save one there with "
                 "Tokenizer.save(), or point at another folder."
             )
-        return cls(backend, **_special_tokens(directory, backend))
+        return cls(backend, **_special_tokens(directory, backend), chat_template=_chat_template(directory))
 
     def __repr__(self) -> str:
         model = type(self.backend.model).__name__
@@ -544,6 +586,156 @@ def train_subword_tokenizer(
     return Tokenizer(backend, **specials)
 
 
+# --- GGUF -------------------------------------------------------------------------------------------
+# A GGUF file (llama.cpp's format) carries its tokenizer as metadata, not as tokenizer.json. We build
+# what transformers builds from it (integrations/gguf/gguf_tokenizer_mapping.py), the reference the
+# tests compare with; where llama.cpp tokenizes differently, the comments say so.
+
+GGUF_TOKENIZER_MODELS = ("gpt2",)   # tokenizer.ggml.model; "gpt2" is byte-level BPE (tokens + merges)
+_GGUF_CONTROL, _GGUF_USER_DEFINED = 3, 4   # tokenizer.ggml.token_type (1 normal, 2 unknown, 5 unused, 6 byte)
+_GGUF_SPECIAL_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id",
+                     "unk_token": "unknown_token_id", "pad_token": "padding_token_id"}
+
+# Llama 3's word-splitting regex (llama.cpp's LLAMA3 pre-type, transformers' _LLAMA3_SPLIT): at most
+# 3 digits a piece, a word takes one leading non-letter, line breaks stay with the whitespace.
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# tokenizer.ggml.pre -> the regex that cuts text into words before BPE; None is GPT-2's own (in ByteLevel).
+GGUF_PRE_TOKENIZERS: dict[str, str | None] = {
+    "gpt2": None,
+    # SmolLM. llama.cpp splits off every digit (\p{N}) before GPT-2's regex, as SmolLM's own
+    # tokenizer.json does (Digits(individual_digits=True)); transformers' GGUF converter has no entry
+    # for "smollm" and keeps GPT-2's regex alone, and so do we. No merge joins a digit 0-9 to anything, so
+    # the two agree except on whitespace just before a digit, which GPT-2's regex splits off:
+    # "a   1" is a ĠĠ Ġ 1 here and in transformers, a ĠĠĠ 1 in llama.cpp; "\n    42" is ĊĠĠĠ Ġ 4 2
+    # here, ĊĠĠĠĠ 4 2 there.
+    "smollm": None,
+    # Llama 3. llama.cpp also sets ignore_merges for it (a word that is a whole token is taken as is,
+    # even if no merge leads to it) and adds a BOS when the file does not say; transformers does neither.
+    "llama-bpe": _LLAMA3_SPLIT,
+    "llama3": _LLAMA3_SPLIT,
+    "llama-v3": _LLAMA3_SPLIT,
+}
+
+
+def gguf_tokenizer(path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Tokenizer:
+    """The tokenizer a GGUF file describes, built from its metadata, with its chat template.
+
+    Byte-level BPE from ``tokenizer.ggml.tokens`` + ``merges``, words split as ``tokenizer.ggml.pre``
+    says (``GGUF_PRE_TOKENIZERS``). Control tokens (token type 3: ``<|im_start|>``, ...) are special:
+    matched whole in text, dropped by ``decode(skip_special_tokens=True)``; user-defined ones (type 4)
+    are matched whole too. bos / eos / unk / pad come from their ids, and ``encode`` adds BOS / EOS
+    where ``tokenizer.ggml.add_bos_token`` / ``add_eos_token`` say so (default: not).
+    The ids equal ``transformers``' ``AutoTokenizer.from_pretrained(folder, gguf_file=...)``.
+    ``metadata``: ``interop.gguf.read_metadata``'s dict, when the caller has read it already (SmolLM2's
+    49k-token list takes about 2 s to read; building the tokenizer from it a fraction of that).
+    """
+    from transformerkit.interop.gguf import open_gguf, read_metadata  # interop sits beside us, not below
+
+    path = Path(path)
+    if metadata is None:
+        metadata = read_metadata(open_gguf(path))
+    backend, specials = _gguf_backend(metadata, path)
+    return Tokenizer(backend, **specials, chat_template=metadata.get("tokenizer.chat_template"))
+
+
+def _gguf_backend(meta: dict[str, Any], path: Path) -> tuple[tokenizers.Tokenizer, dict[str, str | None]]:
+    """The ``tokenizers`` pipeline and the named special tokens of a GGUF's tokenizer metadata."""
+    kind, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre")
+    if kind not in GGUF_TOKENIZER_MODELS:
+        raise DataError(
+            f"{path}: its tokenizer.ggml.model is {kind!r}, and the supported GGUF tokenizer models are "
+            f"{', '.join(map(repr, GGUF_TOKENIZER_MODELS))} (byte-level BPE). Use the GGUF of a model with a "
+            "byte-level BPE tokenizer (SmolLM, Llama 3), or load the model's tokenizer.json folder instead."
+        )
+    if pre not in GGUF_PRE_TOKENIZERS:
+        raise DataError(
+            f"{path}: its tokenizer.ggml.pre is {pre!r}, and the supported ones are "
+            f"{', '.join(map(repr, GGUF_PRE_TOKENIZERS))}. Load the model's tokenizer.json folder instead."
+        )
+    tokens, merges = meta.get("tokenizer.ggml.tokens"), meta.get("tokenizer.ggml.merges")
+    if not tokens or not merges:
+        missing = " and ".join(key for key, value in (("tokens", tokens), ("merges", merges)) if not value)
+        raise DataError(f"{path} has no tokenizer.ggml.{missing}, so it holds no BPE tokenizer to build.")
+    token_types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+
+    # BPE runs on byte symbols (GPT-2's 256-character alphabet); a token the file spells with other
+    # characters (a raw space, "é") is respelled as the symbols of its UTF-8 bytes, as transformers does.
+    symbols = _byte_symbols()
+    alphabet = set(symbols)
+    spelled = [t if set(t) <= alphabet else "".join(symbols[b] for b in t.encode("utf-8")) for t in tokens]
+    vocab = {token: index for index, token in enumerate(spelled)}
+    try:
+        model = models.BPE(vocab, [tuple(merge.split(" ")) for merge in merges], fuse_unk=False)
+    except Exception as e:  # tokenizers raises a bare Exception
+        raise DataError(f"{path}: its tokenizer tokens and merges do not make a BPE vocabulary ({e}).") from e
+    backend = tokenizers.Tokenizer(model)
+    split = GGUF_PRE_TOKENIZERS[pre]
+    if split is None:
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(split), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    backend.decoder = decoders.ByteLevel()
+    # tokenizer.ggml.add_space_prefix only concerns SentencePiece vocabularies (llama.cpp and transformers
+    # ignore it for byte-level BPE), so it is ignored here too.
+
+    specials: dict[str, str | None] = {}
+    for name, key in _GGUF_SPECIAL_IDS.items():
+        index = meta.get(f"tokenizer.ggml.{key}")
+        if index is not None and not 0 <= index < len(tokens):
+            raise DataError(f"{path}: tokenizer.ggml.{key} is {index}, but the vocabulary has {len(tokens)} tokens.")
+        specials[name] = None if index is None else spelled[index]
+    # Special: the control tokens, less any spelled outside the byte alphabet (a mislabel that
+    # transformers leaves out too), and the named ones; transformers' GPT2Tokenizer also makes
+    # <|endoftext|> special whenever the vocabulary has it. (Where it has not, transformers appends it
+    # as a new token past the model's vocabulary; we do not.)
+    special = [t for t, kind in zip(tokens, token_types) if kind == _GGUF_CONTROL and set(t) <= alphabet]
+    special += [t for t in (*specials.values(), ENDOFTEXT) if t in vocab and t not in special]
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
+    # User-defined tokens (e.g. <think>) are matched whole, as llama.cpp does, but are not special.
+    user_defined = [t for t, kind in zip(tokens, token_types) if kind == _GGUF_USER_DEFINED and t in vocab]
+    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in user_defined])
+
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False)) and specials["bos_token"] is not None
+    add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False)) and specials["eos_token"] is not None
+    bos, eos = specials["bos_token"], specials["eos_token"]
+    single = " ".join([*([f"{bos}:0"] if add_bos else []), "$A:0", *([f"{eos}:0"] if add_eos else [])])
+    pair = " ".join([single, *([f"{bos}:1"] if add_bos else []), "$B:1", *([f"{eos}:1"] if add_eos else [])])
+    backend.post_processor = processors.TemplateProcessing(
+        single=single, pair=pair,
+        special_tokens=[(t, vocab[t]) for t, wanted in ((bos, add_bos), (eos, add_eos)) if wanted])
+    return backend, specials
+
+
+def _byte_symbols() -> list[str]:
+    """GPT-2's byte -> character table: printable bytes stand for themselves, the rest for chr(256 + n)."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    symbols, shifted = [], 0
+    for byte in range(256):
+        if byte in printable:
+            symbols.append(chr(byte))
+        else:
+            symbols.append(chr(256 + shifted))
+            shifted += 1
+    return symbols
+
+
+def _chat_template(directory: Path) -> str | None:
+    """A saved folder's chat template: chat_template.jinja (transformers 4.5x+), else tokenizer_config.json's."""
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    template = _read_json_config(directory / "tokenizer_config.json").get("chat_template")
+    if isinstance(template, list):   # several named templates, as transformers saves them: the default one
+        template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
+                        None)
+    return template if isinstance(template, str) else None
+
+
 def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
     """A tokenizer by name or location.
 
@@ -551,9 +743,11 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
     ``minilm-l6`` (BERT's uncased WordPiece, from the minilm-l6 asset's vocab.txt),
     ``char:PATH`` (a character tokenizer of that text file), a folder that
     ``Tokenizer.from_directory`` reads (tokenizer.json, e.g. GPT-1's or BERT's;
-    vocab.json + merges.txt; encoder.json + vocab.bpe; vocab.txt), a tokenizer.json
-    file, or a WordPiece vocab.txt file (lower-cased unless the tokenizer_config.json
-    beside it says ``"do_lower_case": false``).
+    vocab.json + merges.txt; encoder.json + vocab.bpe; vocab.txt; one .gguf file),
+    a tokenizer.json file, a WordPiece vocab.txt file (lower-cased unless the
+    tokenizer_config.json beside it says ``"do_lower_case": false``), a .gguf file
+    (``gguf_tokenizer``: its tokenizer and chat template), or another asset's name
+    (``smollm2-135m-instruct``: the tokenizer of the GGUF in its folder).
     """
     spec = os.fspath(name_or_path)
     if spec in ("gpt2", "gpt2-vocab"):
@@ -563,6 +757,10 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
     if spec.startswith("char:"):
         return char_tokenizer(read_text(spec.removeprefix("char:")))
     path = Path(spec)
+    if not path.exists() and spec in CATALOG:
+        path = fetch(spec)   # an asset's folder: e.g. smollm2-135m-instruct's, holding one .gguf
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return gguf_tokenizer(path)
     if path.is_dir():
         if not (path / "config.json").exists() and (path / "checkpoint" / "config.json").exists():
             path = path / "checkpoint"   # a training run folder: its latest checkpoint's tokenizer
@@ -573,9 +771,10 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
         return wordpiece_tokenizer(path, **_bert_options(path.parent))
     raise ConfigError(
         f"Cannot load a tokenizer from {spec!r}: it is not a known name nor an existing folder or file. "
-        "Use 'gpt2' (or 'gpt2-vocab'), 'bert-base-uncased' (or 'minilm-l6'), 'char:PATH/TO/TEXT.txt', "
-        "a folder holding tokenizer.json (or vocab.json + merges.txt, or encoder.json + vocab.bpe, "
-        "or vocab.txt), a tokenizer.json file, or a WordPiece vocab.txt file."
+        "Use 'gpt2' (or 'gpt2-vocab'), 'bert-base-uncased' (or 'minilm-l6'), 'smollm2-135m-instruct', "
+        "'char:PATH/TO/TEXT.txt', a folder holding tokenizer.json (or vocab.json + merges.txt, or "
+        "encoder.json + vocab.bpe, or vocab.txt, or one .gguf file), a tokenizer.json file, a WordPiece "
+        "vocab.txt file, or a .gguf file."
     )
 
 
