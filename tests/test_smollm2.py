@@ -83,3 +83,55 @@ def test_tkit_convert_to_hugging_face(ours, prompts, tmp_path):
     if hasattr(tokenization, "gguf_tokenizer"):   # where tokenization reads GGUF files, the tokenizer is saved too
         saved = transformers.AutoTokenizer.from_pretrained(out)
         assert all(torch.equal(saved(p, return_tensors="pt").input_ids, ids) for p, ids in zip(PROMPTS, prompts))
+
+
+# ----------------------------------------------------------------------------- tokenizer and chat
+
+@pytest.fixture(scope="module")
+def tok():
+    return tk.load_tokenizer(ASSET)
+
+
+@pytest.fixture(scope="module")
+def their_tok(folder):
+    return transformers.AutoTokenizer.from_pretrained(folder, gguf_file=FILE)
+
+
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+
+
+def test_the_model_answers_paris(ours, tok):
+    reply = tk.chat(ours, tok, QUESTION, do_sample=False)
+    assert "Paris" in reply, reply
+
+
+def test_chat_prompt_ids_and_generated_text_tokenize_as_transformers(ours, tok, their_tok):
+    prompt = tok.apply_chat_template(QUESTION, add_generation_prompt=True)
+    assert prompt == their_tok.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False)
+    ids = tok.encode(prompt, add_special_tokens=False)
+    assert ids == their_tok(prompt, add_special_tokens=False).input_ids
+    # Strings the model writes (greedy and sampled) re-encode to the same ids in both tokenizers.
+    generated = [tk.generate(ours, torch.tensor([ids]), max_new_tokens=48, do_sample=sample,
+                             generator=torch.Generator().manual_seed(seed))[0, len(ids):]
+                 for sample, seed in ((False, 0), (True, 1), (True, 2))]
+    for new in generated:
+        text = tok.decode(new.tolist())
+        assert text == their_tok.decode(new.tolist())
+        assert tok.encode(text, add_special_tokens=False) == their_tok(text, add_special_tokens=False).input_ids
+
+
+def test_tkit_chat_streams_replies_and_resets(monkeypatch, capsys):
+    turns = iter(["What is the capital of France? Answer in one word.", "/reset",
+                  "What is the capital of France? Answer in one word.", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(turns))
+    assert main(["chat", ASSET, "--greedy", "--max-new-tokens", "16"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Paris") == 2 and "(conversation reset)" in out and "/reset" in out
+
+
+def test_tkit_generate_on_the_real_model(ours, tok, capsys):
+    assert main(["generate", ASSET, "--prompt", "The capital of France is", "--greedy", "--max-new-tokens", "12",
+                 "--no-stream"]) == 0
+    ids = torch.tensor([tok.encode("The capital of France is")])
+    expected = tok.decode(tk.generate(ours, ids, max_new_tokens=12)[0, ids.shape[1]:].tolist())
+    assert capsys.readouterr().out.strip() == ("The capital of France is" + expected).strip()

@@ -11,22 +11,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import GenerationError
+from .errors import ConfigError, GenerationError
 from .generation import GenerationConfig, TextStreamer, generate, generation_settings
 
-ROLES = ("system", "user", "assistant")
 DEFAULT_MAX_NEW_TOKENS = 256   # a reply, not generate()'s 64-token continuation
-
-
-def check_messages(messages) -> list[dict]:
-    """A conversation is a non-empty list of {"role": system | user | assistant, "content": str}."""
-    if isinstance(messages, dict) or not isinstance(messages, (list, tuple)) or not messages:
-        raise GenerationError('messages must be a non-empty list of {"role": ..., "content": ...} dicts')
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ROLES:
-            raise GenerationError(f"message {i} is {m!r}; each message is a dict with a role "
-                                  f"({', '.join(ROLES)}) and a string content")
-    return list(messages)
 
 
 def plain_prompt(messages: list[dict]) -> str:
@@ -35,14 +23,16 @@ def plain_prompt(messages: list[dict]) -> str:
 
 
 def chat_prompt(tokenizer, messages, template: bool = True) -> str:
-    """The prompt text of a conversation that ends with the assistant's turn to speak."""
-    messages = check_messages(messages)
+    """The prompt text of a conversation that ends with the assistant's turn to speak. Messages that are
+    not a non-empty list of {"role", "content"} dicts are a DataError (chat_template.check_messages)."""
     if not template:
-        return plain_prompt(messages)
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise GenerationError("this tokenizer has no chat template, so the model was not trained to chat "
-                              "in a known format; use template=False (tkit chat --no-template) to talk to it "
-                              "as a plain transcript")
+        from .chat_template import check_messages  # imports jinja2 (0.2 s): only when chatting
+
+        return plain_prompt(check_messages(messages))
+    if tokenizer.chat_template is None:
+        raise ConfigError("this tokenizer has no chat template, so the model was not trained to chat in a known "
+                          "format; use template=False (tkit chat --no-template) to talk to it as a plain "
+                          "transcript")
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
 
 
@@ -64,18 +54,21 @@ def chat(model, tokenizer, messages, config: GenerationConfig | None = None, *, 
     """The model's reply to a conversation (a list of {"role", "content"} dicts), as text.
 
     Settings as for `generate` (a `config` and/or keyword overrides: do_sample, temperature, top_p,
-    max_new_tokens, ...); without a config, replies are up to 256 new tokens. Generation stops at the
-    tokenizer's end-of-sequence token (SmolLM2: <|im_end|>). template=False: no chat template (see
-    `plain_prompt`), stopping also at a new line that starts the user's turn. stream=True prints the
-    reply as it comes (to `file`, default stdout). A conversation longer than the context is a
-    GenerationError (truncate_prompt=True keeps its last tokens).
+    max_new_tokens, ...); without a config, replies are up to 256 new tokens (or what is left of the
+    context). Generation stops at the tokenizer's end-of-sequence token (SmolLM2: <|im_end|>).
+    template=False: no chat template (see `plain_prompt`), stopping also at a new line that starts the
+    user's turn. stream=True prints the reply as it comes (to `file`, default stdout). A conversation
+    longer than the context is a GenerationError (truncate_prompt=True keeps its last tokens).
     """
     if not model.can_generate or model.is_encoder_decoder:
         raise GenerationError(f"{type(model).__name__} is not a decoder-only language model; chat needs one "
                               "(e.g. tk.load('smollm2-135m-instruct'))")
     prompt = chat_prompt(tokenizer, messages, template)
-    if config is None:
-        overrides.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+    # The template writes every special token itself (a BOS too where the model wants one).
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    if config is None and "max_new_tokens" not in overrides:   # a reply, up to what is left of the context
+        room = (model.decoder_context or len(ids) + DEFAULT_MAX_NEW_TOKENS) - len(ids)
+        overrides["max_new_tokens"] = max(1, min(DEFAULT_MAX_NEW_TOKENS, room))
     base = generation_settings(model, config)
     defaults = {name: value for name, value in (("eos_token_id", tokenizer.eos_token_id),
                                                 ("pad_token_id", tokenizer.pad_token_id))
@@ -83,8 +76,6 @@ def chat(model, tokenizer, messages, config: GenerationConfig | None = None, *, 
     if not template:
         overrides.setdefault("stop_strings", ["\nuser:"])
     settings = base.replace(**{**defaults, **overrides})
-    # The template writes every special token itself (a BOS too where the model wants one).
-    ids = tokenizer.encode(prompt, add_special_tokens=False)
     device = next(model.parameters()).device
     input_ids = torch.tensor([ids], device=device)
     streamer = _ReplyStreamer(tokenizer, file) if stream else None

@@ -337,16 +337,19 @@ def _generation_flags(args) -> dict:
     return settings
 
 
-def _load_for_generation(args):
-    """The model (in --dtype) and its tokenizer (or --tokenizer) of a checkpoint, GGUF file or asset."""
+def _load_for_generation(args, check_tokenizer=None):
+    """The model (in --dtype) and its tokenizer (or --tokenizer) of a checkpoint, GGUF file or asset;
+    `check_tokenizer(tokenizer)` runs before the model is loaded."""
     import torch
 
     from . import load, load_tokenizer
     from .interop import resolve_checkpoint
 
     folder = resolve_checkpoint(args.checkpoint)
-    model = load(folder)
     tokenizer = load_tokenizer(args.tokenizer or folder)
+    if check_tokenizer is not None:
+        check_tokenizer(tokenizer)
+    model = load(folder)
     if args.dtype == "bf16":
         model = model.to(torch.bfloat16)
     return model, tokenizer
@@ -407,24 +410,27 @@ def add_generate(sub) -> None:
 CHAT_HELP = "commands: /reset forgets the conversation (keeps --system), /exit or Ctrl-D ends"
 
 
-def cmd_chat(args, read=input) -> None:
+def cmd_chat(args) -> None:
     from .chat import Conversation
     from .errors import GenerationError
 
     settings = _generation_flags(args)
     if args.num_beams != 1:
         raise ConfigError("tkit chat streams its replies, which beam search cannot do; leave --num-beams at 1")
-    model, tokenizer = _load_for_generation(args)
     template = not args.no_template
-    if template and tokenizer.chat_template is None:
-        raise ConfigError(f"{args.checkpoint} has no chat template, so it was not trained to chat in a known "
-                          "format (a base model?); run again with --no-template to talk to it as a plain "
-                          "transcript (\"user: ...\" / \"assistant:\")")
+
+    def has_a_template(tokenizer) -> None:
+        if template and tokenizer.chat_template is None:
+            raise ConfigError(f"{args.checkpoint} has no chat template, so it was not trained to chat in a known "
+                              "format (a base model?); run again with --no-template to talk to it as a plain "
+                              "transcript (\"user: ...\" / \"assistant:\")")
+
+    model, tokenizer = _load_for_generation(args, has_a_template)
     conversation = Conversation(system=args.system)
     print(CHAT_HELP)
     while True:
         try:
-            text = read("> ").strip()
+            text = input("> ").strip()
         except EOFError:
             print()
             return
