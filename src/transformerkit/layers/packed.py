@@ -3,7 +3,8 @@
 `F.linear` on a CPU hands its weight to oneDNN (bf16) or MKL (fp32) afresh at every call. For bf16,
 oneDNN re-lays the weight out into its blocked format at every call; for fp32 with a few rows (the
 batch of a decoding step), MKL's kernel on an (out, in) weight is up to 2.6x slower than oneDNN's on
-a packed one (measured on GPT-2's shapes with 8 rows, 2-core Xeon; see docs/benchmarks.md).
+a packed one (measured on GPT-2's shapes with 8 rows, 2-core Xeon; see docs/benchmarks.md), and with
+one row on an AMD CPU, where MKL's GEMV uses one core, 1.7-1.8x slower.
 Decoding calls every linear layer once per token with weights that do not change, so
 `packed_linears` lays each weight out once, in oneDNN's layout (the packing `torch.compile`'s CPU
 backend uses for frozen weights), and routes the layer through the packed kernel until the block exits.
@@ -23,6 +24,7 @@ change of the weights cannot be seen cheaply (the fused AdamW step does not bump
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -40,15 +42,28 @@ def packing_available(dtype: torch.dtype, device: torch.device) -> bool:
 
 def should_pack(model: nn.Module, rows: int) -> bool:
     """Worth packing for calls of `rows` rows? bf16 (weights, or autocast): always (it saves the per-call
-    copy). fp32: for more than one row; a single row is a GEMV that MKL already streams at memory speed
-    from the (out, in) layout."""
+    copy). fp32: for more than one row, and for a single row except on an Intel CPU. A single row is a
+    GEMV: on an Intel Xeon MKL streams it at memory speed from the (out, in) layout (the packed kernel is
+    slightly slower there), but on an AMD EPYC MKL's GEMV runs on one core and the packed kernel on
+    two is 1.7-1.8x faster (SmolLM2-135M decoding, docs/benchmarks.md)."""
     p = next(model.parameters(), None)
     if p is None:
         return False
     dtype = _compute_dtype(p.dtype)
     if not packing_available(dtype, p.device):
         return False
-    return dtype == torch.bfloat16 or rows > 1
+    return dtype == torch.bfloat16 or rows > 1 or not _intel_cpu()
+
+
+@functools.cache
+def _intel_cpu() -> bool:
+    """Is this an Intel CPU (where MKL takes its fast paths)? Read from /proc/cpuinfo; elsewhere, assume so."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            vendor = next((line for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return True
+    return not vendor or "GenuineIntel" in vendor
 
 
 def _compute_dtype(weight_dtype: torch.dtype) -> torch.dtype:
