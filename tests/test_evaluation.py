@@ -162,3 +162,94 @@ def test_perplexity_needs_a_causal_lm(preset):
     tok = tk.load_tokenizer("gpt2-vocab")
     with pytest.raises(ConfigError, match="causal"):
         tk.perplexity(model, tok, TEXT, max_length=16)
+
+
+# --- loglikelihood ------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def hf_continuation(hf, context_ids: list[int], continuation_ids: list[int]) -> tuple[float, bool]:
+    """Summed log-probability of the continuation and whether it is greedy, straight from transformers."""
+    whole = (context_ids + continuation_ids)[-(CONTEXT + 1):]
+    logprobs = hf(torch.tensor([whole[:-1]])).logits[0, -len(continuation_ids):].log_softmax(-1)  # (S, V)
+    targets = torch.tensor(continuation_ids)
+    return logprobs.gather(-1, targets[:, None]).sum().item(), bool((logprobs.argmax(-1) == targets).all())
+
+
+def requests_with_expected_ids(tok):
+    """(context, continuation) pairs and the token ids lm-evaluation-harness scores them as, spelled out."""
+    enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
+    long_context = TEXT + " " + TEXT
+    assert len(enc(long_context)) > CONTEXT                  # cut on the left
+    return [
+        (("The capital of France is", " Paris"), enc("The capital of France is"), enc(" Paris")),
+        (("The sky is ", "blue"), enc("The sky is"), enc(" blue")),          # the space moves to the continuation
+        (("", "Hello world"), [prefix_id(tok)], enc("Hello world")),         # empty context: BOS / EOS
+        (("Question: what is 2+2?\nAnswer:", " 4, of course."), enc("Question: what is 2+2?\nAnswer:"),
+         enc(" 4, of course.")),
+        ((long_context, " the end of it all"), enc(long_context), enc(" the end of it all")),
+    ]
+
+
+def test_loglikelihood_matches_transformers(pair):
+    ours, hf, tok = pair
+    cases = requests_with_expected_ids(tok)
+    results = tk.loglikelihood(ours, tok, [request for request, _, _ in cases], batch_size=2)
+    assert len(results) == len(cases)
+    for (logprob, greedy), (request, context_ids, continuation_ids) in zip(results, cases):
+        expected, expected_greedy = hf_continuation(hf, context_ids, continuation_ids)
+        assert logprob == pytest.approx(expected, abs=1e-4), request       # measured: within 1e-5
+        assert greedy == expected_greedy
+        assert logprob < 0
+
+
+def test_loglikelihood_batched_equals_one_at_a_time(pair):
+    ours, _, tok = pair
+    requests = [request for request, _, _ in requests_with_expected_ids(tok)]
+    one = [tk.loglikelihood(ours, tok, [r])[0] for r in requests]
+    batched = tk.loglikelihood(ours, tok, requests, batch_size=3)
+    assert [g for _, g in one] == [g for _, g in batched]
+    assert [lp for lp, _ in batched] == pytest.approx([lp for lp, _ in one], abs=1e-4)
+    assert len({round(lp, 3) for lp, _ in batched}) == len(requests)   # distinct scores, so order shows
+
+
+def test_is_greedy(pair):
+    """The model's own greedy continuation is greedy; a random one is not."""
+    ours, hf, tok = pair
+    context = "Once upon a time, in a land far away,"
+    context_ids = tok.encode(context, add_special_tokens=False)
+    with torch.no_grad():
+        new = hf.generate(torch.tensor([context_ids]), max_new_tokens=4, do_sample=False,
+                          pad_token_id=0)[0, len(context_ids):].tolist()
+    continuation = tok.decode(new)
+    # The pair is scored through text: it must tokenize back to the same tokens for the test to mean anything.
+    assert tok.encode(context + continuation, add_special_tokens=False) == context_ids + new
+    generator = torch.Generator().manual_seed(1)
+    other = torch.randint(0, tok.vocab_size, (4,), generator=generator).tolist()
+    random_text = " " + tok.decode(other).strip()
+    (greedy_lp, greedy), (random_lp, random_greedy) = tk.loglikelihood(
+        ours, tok, [(context, continuation), (context, random_text)])
+    assert greedy is True
+    assert random_greedy is False
+    assert greedy_lp > random_lp
+
+
+def test_loglikelihood_refuses_a_continuation_longer_than_the_context(pair):
+    ours, _, tok = pair
+    with pytest.raises(DataError, match="continuation"):
+        tk.loglikelihood(ours, tok, [("Hi", " " + TEXT)])
+
+
+@pytest.mark.parametrize("requests,message", [
+    ([("A context", "")], "no tokens"),
+    (("A context", " and more"), "list of"),
+    ([("only a context",)], "pair"),
+])
+def test_loglikelihood_refuses_malformed_requests(pair, requests, message):
+    ours, _, tok = pair
+    with pytest.raises(DataError, match=message):
+        tk.loglikelihood(ours, tok, requests)
+
+
+def test_loglikelihood_needs_a_causal_lm():
+    with pytest.raises(ConfigError, match="causal"):
+        tk.loglikelihood(tk.build("bart-tiny"), tk.load_tokenizer("gpt2-vocab"), [("a", " b")])
