@@ -2,6 +2,7 @@
 GPT-2 with the real GPT-2 BPE, a tiny LLaMA with SmolLM2's tokenizer), their batching, and their errors."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -253,3 +254,37 @@ def test_loglikelihood_refuses_malformed_requests(pair, requests, message):
 def test_loglikelihood_needs_a_causal_lm():
     with pytest.raises(ConfigError, match="causal"):
         tk.loglikelihood(tk.build("bart-tiny"), tk.load_tokenizer("gpt2-vocab"), [("a", " b")])
+
+
+# ----------------------------------------------------------------------------- tkit eval
+
+def test_tkit_eval_perplexity_of_a_file_equals_the_library(pair, tmp_path, capsys):
+    from transformerkit.cli import main
+
+    ours, _, tok = pair
+    folder = tmp_path / "model"
+    ours.save_pretrained(folder)
+    tok.save(folder)
+    text_file = tmp_path / "text.txt"
+    text_file.write_text(TEXT, encoding="utf-8")
+    out = tmp_path / "result.json"
+    assert main(["eval", str(folder), "--task", "perplexity", "--data", str(text_file), "--max-length", "32",
+                 "--stride", "16", "--out", str(out)]) == 0
+    expected = tk.perplexity(ours, tok, TEXT, max_length=32, stride=16)
+    printed = capsys.readouterr().out
+    assert f"perplexity {expected['perplexity']:.2f}" in printed
+    saved = json.loads(out.read_text())
+    assert saved["tokens"] == expected["tokens"] and saved["nll"] == pytest.approx(expected["nll"], rel=1e-9)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--task", "hellaswag", "--data", "ptb"], "unknown task 'hellaswag'; known tasks: perplexity"),
+    (["--data", "ptb", "--split", "dev"], "no split 'dev'; its splits: train, valid, test"),
+    (["--data", "no-such-corpus"], "neither a corpus name nor an existing file"),
+    ([], "give --data"),
+])
+def test_tkit_eval_errors(argv, match, capsys):
+    from transformerkit.cli import main
+
+    assert main(["eval", "llama-tiny-not-loaded", *argv]) == 1
+    assert match in capsys.readouterr().err

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from .errors import ConfigError, TransformerKitError
 
@@ -465,6 +466,58 @@ def add_chat(sub) -> None:
     p.set_defaults(func=cmd_chat)
 
 
+# --- tkit eval ----------------------------------------------------------------------------------
+
+EVAL_TASKS = ("perplexity",)
+
+
+def cmd_eval(args) -> None:
+    from . import load_tokenizer
+    from .data import corpus_split
+    from .evaluation import perplexity
+    from .files import atomic_write
+    from .interop import load_pretrained, resolve_checkpoint
+
+    if args.task not in EVAL_TASKS:
+        raise ConfigError(f"unknown task {args.task!r}; known tasks: {', '.join(EVAL_TASKS)}")
+    if args.data is None:
+        raise ConfigError("--task perplexity scores a text: give --data ptb (with --split) or a text file")
+    text = corpus_split(args.data, args.split)   # an unknown corpus or split fails before the model loads
+    folder = resolve_checkpoint(args.checkpoint)
+    model, tokenizer = load_pretrained(folder), load_tokenizer(args.tokenizer or folder)
+    result = perplexity(model, tokenizer, text, max_length=args.max_length, stride=args.stride,
+                        batch_size=args.batch_size)
+    split = f" ({args.split or 'default split'})" if not Path(str(args.data)).is_file() else ""
+    print(f"{args.checkpoint} on {args.data}{split}: {result['tokens']:,} tokens")
+    print(f"perplexity {result['perplexity']:.2f}  word perplexity {result['word_perplexity']:.2f}  "
+          f"bits per byte {result['bits_per_byte']:.4f}  nll {result['nll']:.1f} nats")
+    if args.out:
+        record = {"model": str(args.checkpoint), "task": args.task, "data": str(args.data), "split": args.split,
+                  "max_length": args.max_length, "stride": args.stride, **result}
+        atomic_write(args.out, json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a language model: perplexity of a corpus or text file",
+                       description="Score a text with a causal LM (tk.perplexity): sliding windows of --max-length "
+                                   "tokens (default: the model's context) every --stride tokens, each token scored "
+                                   "once with the left context its window holds. Prints the perplexity per token "
+                                   "and per word and the bits per byte.")
+    p.add_argument("checkpoint", help="checkpoint folder, .gguf file or asset with weights (smollm2-135m-instruct)")
+    p.add_argument("--task", default="perplexity", help=f"what to evaluate: {', '.join(EVAL_TASKS)} "
+                                                         "(default: perplexity)")
+    p.add_argument("--data", help="ptb, shakespeare, or a UTF-8 text file (scored whole)")
+    p.add_argument("--split", default=None, help="the corpus split: ptb train/valid/test (default test), "
+                                                 "shakespeare train/valid (default valid)")
+    p.add_argument("--tokenizer", help="tokenizer if the checkpoint has none")
+    p.add_argument("--max-length", type=int, default=None, help="window length (default: the model's context)")
+    p.add_argument("--stride", type=int, default=None, help="tokens between window starts (default: --max-length)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+    p.add_argument("--out", type=Path, default=None, help="also write the result as JSON to this file")
+    p.set_defaults(func=cmd_eval)
+
+
 # --- tkit convert / info ------------------------------------------------------------------------
 
 def cmd_convert(args) -> None:
@@ -639,8 +692,6 @@ def _print_analysis(r: dict) -> None:
 
 
 def add_analyze(sub) -> None:
-    from pathlib import Path
-
     p = sub.add_parser("analyze", help="parameters, FLOPs, memory, arithmetic intensity and roofline of a model",
                        description="What a model costs, from its config: parameters by component, FLOPs per "
                                    "token (forward and training = 3x forward), memory for AdamW training and "
@@ -704,8 +755,6 @@ def cmd_viz(args) -> None:
 
 
 def add_viz(sub) -> None:
-    from pathlib import Path
-
     p = sub.add_parser("viz", help="pictures: attention maps, position encodings, training curves",
                        description="Draw a figure as FILE.png and FILE.svg (FILE's suffix is replaced).")
     vsub = p.add_subparsers(dest="viz_command", required=True,
@@ -748,8 +797,8 @@ def add_viz(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tkit", description="transformerkit: the Transformer family from scratch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_translate, add_finetune, add_pretrain, add_generate, add_chat, add_fill_mask, add_embed,
-                add_convert, add_info, add_data, add_analyze, add_viz):
+    for add in (add_train, add_translate, add_finetune, add_pretrain, add_generate, add_chat, add_eval, add_fill_mask,
+                add_embed, add_convert, add_info, add_data, add_analyze, add_viz):
         add(sub)
     return parser
 

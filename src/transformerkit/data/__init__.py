@@ -3,6 +3,7 @@
 from transformerkit.data.ptb import PTB_MD5, load_ptb, ptb_splits, ptb_vocabulary
 from transformerkit.data.text import (
     HELD_OUT_PLAYS,
+    corpus_split,
     encode_corpus,
     holdout_tail,
     load_corpus,
@@ -14,6 +15,7 @@ from transformerkit.data.text import (
 __all__ = [
     "HELD_OUT_PLAYS",
     "PTB_MD5",
+    "corpus_split",
     "encode_corpus",
     "holdout_tail",
     "load_corpus",

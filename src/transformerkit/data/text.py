@@ -115,6 +115,30 @@ def load_corpus(name_or_path: str | PathLike) -> tuple[str, str]:
     )
 
 
+def corpus_split(name_or_path: str | PathLike, split: str | None = None) -> str:
+    """The text of one split of a corpus, to score: ``ptb`` train / valid / test (default test), ``shakespeare``
+    train / valid (default valid; it has no test split), or a whole UTF-8 text file (no split)."""
+    spec = str(name_or_path)
+    if spec == "ptb":
+        from transformerkit.data.ptb import ptb_splits
+
+        splits = ptb_splits()
+        split = split or "test"
+    elif spec in _CORPORA:
+        splits = dict(zip(("train", "valid"), load_corpus(spec)))
+        split = split or "valid"
+    elif Path(spec).is_file():
+        if split not in (None, "all"):
+            raise ConfigError(f"{spec} is a text file, scored whole; it has no split {split!r} (leave --split out)")
+        return read_text(spec)
+    else:
+        raise ConfigError(f"{spec!r} is neither a corpus name nor an existing file. "
+                          f"Use one of {sorted(_CORPORA)} or the path of a UTF-8 text file.")
+    if split not in splits:
+        raise ConfigError(f"corpus {spec!r} has no split {split!r}; its splits: {', '.join(splits)}")
+    return splits[split]
+
+
 def holdout_tail(text: str, fraction: float = VALID_FRACTION) -> tuple[str, str]:
     """Split off about the last ``fraction`` of ``text`` as validation, at the line break nearest that point.
 
