@@ -12,7 +12,7 @@
 from .chat import chat
 from .config import ModelConfig
 from .errors import AssetError, CheckpointError, ConfigError, DataError, GenerationError, TransformerKitError
-from .evaluation import loglikelihood, perplexity
+from .evaluation import evaluate, loglikelihood, perplexity
 from .generation import GenerationConfig, generate
 from .inference import embed, fill_mask, similarity
 from .interop import load_pretrained as load
@@ -36,4 +36,4 @@ def fetch(name: str):
 __all__ = ["build", "load", "load_tokenizer", "generate", "chat", "GenerationConfig", "fetch", "embed", "similarity",
            "fill_mask", "ModelConfig", "PRESETS", "get_preset", "TransformerKitError", "ConfigError",
            "CheckpointError", "AssetError", "DataError", "GenerationError",
-           "perplexity", "loglikelihood"]
+           "perplexity", "loglikelihood", "evaluate"]

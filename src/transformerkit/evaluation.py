@@ -21,9 +21,14 @@ positions 0, 1, ... they would have alone).
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
@@ -248,3 +253,274 @@ def _score(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, bool]:
     picked = logprobs.gather(-1, targets[:, None]).squeeze(-1)                         # (S,)
     greedy = bool((logprobs.argmax(-1) == targets).all())
     return picked.double().sum().item(), greedy
+
+
+# ----------------------------------------------------------------------------- in-context learning
+#
+# Multiple-choice tasks scored by log-likelihood, few-shot, as lm-evaluation-harness scores them:
+#
+# - A prompt is: the task's description, a blank line, k solved examples ("shots"), each followed by a
+#   blank line, then the question. An example is rendered by the task's format (bbc-news:
+#   "Article: {text}\nTopic:") and, for a shot, followed by " " + its gold choice (the harness's
+#   `target_delimiter` " " and `fewshot_delimiter` "\n\n").
+# - Each choice is scored as the continuation " " + choice of the prompt (`loglikelihood`);
+#   `accuracy` takes the argmax of the summed log-probabilities, `acc_norm` the argmax of the
+#   log-probability divided by the choice's length in characters, len(choice) of the choice text
+#   without the delimiter: the harness's `completion_len = len(choice)` (ConfigurableTask.
+#   process_results, lm_eval/api/task.py; Leo Gao's note "Multiple Choice Normalization in LM
+#   Evaluation", 2021, calls it byte-length normalization, but the code counts Python characters).
+#   Ties go to the first choice (numpy argmax).
+# - Shots come from the task's train split, drawn afresh for every item by one seeded generator
+#   (numpy.random.default_rng(seed)) advancing over the items in order, without replacement within
+#   an item; where the shot pool holds the item asked (a JSONL task: one pool), that item is left out
+#   of its own draw. This is the harness's ContextSampler (one random.Random(fewshot_seed), `sample`
+#   per document, the document itself removed when the few-shot split is the evaluated one). So item i
+#   gets the same shots whatever `limit` is.
+# - When a prompt and its longest choice do not fit the model's context, the last shots are dropped
+#   (the first j drawn kept) until they do; the result reports the shots used. (The harness cuts the
+#   context on the left instead, which can cut a shot or the description in half.)
+# - chat=True: the whole prompt (description, shots, question) is one user message, rendered by the
+#   tokenizer's chat template with the assistant's turn opened; each choice is scored as the start of
+#   the assistant's reply, without the leading space.
+
+ICL_TASKS = ("bbc-news", "tweets-sentiment")
+_DEFAULT_MAX_WORDS = {"bbc-news": 120}    # 120 words ~ 160 SmolLM2 tokens; 9 articles ~ 1,500 of its 8,192
+_CATALOG = {
+    "bbc-news": ("Classify each news article by its topic: {labels}.", "Article: {text}\nTopic:"),
+    "tweets-sentiment": ("Classify the sentiment of each tweet: {labels}.", "Tweet: {text}\nSentiment:"),
+}
+_USER_FORMAT = "Question: {text}\nAnswer:"
+
+
+@dataclass(frozen=True)
+class ICLItem:
+    """One multiple-choice question: its text, the choices (without the leading space), the gold index,
+    and where it comes from (for messages: "test item 3", "questions.jsonl, line 7")."""
+
+    text: str
+    choices: tuple[str, ...]
+    gold: int
+    source: str
+
+
+@dataclass
+class ICLTask:
+    """A multiple-choice task: a description line, a prompt format with a {text} field, the shot pool
+    (`train`) and the items asked (`test`). `one_pool`: train and test are the same list (a JSONL task),
+    so an item is never among its own shots."""
+
+    name: str
+    description: str
+    format: str
+    train: list[ICLItem]
+    test: list[ICLItem]
+    one_pool: bool = False
+    split: str = "test"
+
+    def render(self, item: ICLItem) -> str:
+        return self.format.format(text=item.text)
+
+
+@dataclass
+class ICLPrompt:
+    """The prompt of one item as scored: the context, the continuations (one per choice), the gold index,
+    the shots used (their indices into the task's train list, in prompt order), how many were asked for,
+    and the tokens the model reads for the item's longest choice."""
+
+    item: ICLItem
+    context: str
+    continuations: list[str]
+    gold: int
+    shots: list[int]
+    shots_requested: int
+    tokens: int
+
+
+def load_icl_task(task: str | os.PathLike, split: str = "test", max_words: int | None = None) -> ICLTask:
+    """A task by name (`ICL_TASKS`: the catalog data sets with their fixed splits, seed 0) or a .jsonl
+    file of {"question", "choices", "answer"} lines (answer: an index or the choice's text), with an
+    optional first line {"instruction": "..."}: the task's description. Texts have their whitespace
+    collapsed to single spaces and, with `max_words`, are cut to their first max_words words (bbc-news:
+    120 by default). A JSONL task has one pool: every line is asked, and the others are its shots;
+    `split` does not apply to it."""
+    if max_words is not None and (not isinstance(max_words, int) or isinstance(max_words, bool) or max_words < 1):
+        raise ConfigError(f"max_words must be a positive integer (or None: whole texts), got {max_words!r}")
+    spec = str(task)
+    if spec in ICL_TASKS:
+        from .data.labelled import SPLIT_NAMES, load_labelled
+
+        if split not in SPLIT_NAMES:
+            raise ConfigError(f"task {spec!r} has no split {split!r}; its splits: {', '.join(SPLIT_NAMES)}")
+        words = _DEFAULT_MAX_WORDS.get(spec) if max_words is None else max_words
+        data = load_labelled(spec)
+        choices = tuple(data.labels)
+        description, template = _CATALOG[spec]
+
+        def items(name: str) -> list[ICLItem]:
+            return [ICLItem(_clip(text, words), choices, label, f"{name} item {i}")
+                    for i, (text, label) in enumerate(data.splits[name])]
+
+        train = items("train")
+        test = train if split == "train" else items(split)
+        return ICLTask(spec, description.format(labels=_or_list(choices)), template, train, test,
+                       one_pool=split == "train", split=split)
+    if spec.lower().endswith(".jsonl"):
+        path = Path(spec)
+        if not path.is_file():
+            raise DataError(f"task file {spec} does not exist; pass an existing .jsonl file of "
+                            '{"question", "choices", "answer"} lines')
+        description, items = _read_jsonl_task(path, max_words)
+        return ICLTask(path.name, description, _USER_FORMAT, items, items, one_pool=True, split="all")
+    raise ConfigError(f"unknown task {spec!r}; known tasks: {', '.join(ICL_TASKS)}, or the path of a .jsonl "
+                      'file of {"question", "choices", "answer"} lines')
+
+
+def _read_jsonl_task(path: Path, max_words: int | None) -> tuple[str, list[ICLItem]]:
+    from .data.labelled import read_nonempty
+
+    description, items = "", []
+    for line, text in enumerate(read_nonempty(path).splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}, line {line}: not valid JSON ({e.msg}); each line must be one JSON object "
+                            '{"question", "choices", "answer"}') from None
+        if not isinstance(row, dict):
+            raise DataError(f'{path}, line {line}: a JSON {type(row).__name__}, not an object with "question", '
+                            '"choices" and "answer"')
+        if not items and not description and set(row) == {"instruction"}:
+            if not isinstance(row["instruction"], str) or not row["instruction"].strip():
+                raise DataError(f'{path}, line {line}: "instruction" must be a non-empty string')
+            description = " ".join(row["instruction"].split())
+            continue
+        missing = [key for key in ("question", "choices", "answer") if key not in row]
+        if missing:
+            raise DataError(f"{path}, line {line}: no {' or '.join(map(repr, missing))} (found {sorted(row)}); "
+                            'each line needs "question", "choices" and "answer" (an optional first line '
+                            '{"instruction": ...} describes the task)')
+        question, choices, answer = row["question"], row["choices"], row["answer"]
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f'{path}, line {line}: "question" must be a non-empty string')
+        if (not isinstance(choices, list) or not all(isinstance(c, str) and c.strip() for c in choices)):
+            raise DataError(f'{path}, line {line}: "choices" must be a list of non-empty strings')
+        choices = tuple(" ".join(c.split()) for c in choices)
+        if len(choices) < 2:
+            raise DataError(f"{path}, line {line}: {len(choices)} choice(s); a multiple-choice question needs at "
+                            "least two")
+        if len(set(choices)) < len(choices):
+            raise DataError(f"{path}, line {line}: the choices {list(choices)} repeat one; make them distinct")
+        if isinstance(answer, int) and not isinstance(answer, bool):
+            if not 0 <= answer < len(choices):
+                raise DataError(f'{path}, line {line}: "answer" {answer} is not an index of the {len(choices)} '
+                                f"choices (0 to {len(choices) - 1})")
+            gold = answer
+        elif isinstance(answer, str) and " ".join(answer.split()) in choices:
+            gold = choices.index(" ".join(answer.split()))
+        else:
+            raise DataError(f'{path}, line {line}: "answer" {answer!r} is neither an index of the choices nor one '
+                            f"of them ({list(choices)})")
+        items.append(ICLItem(_clip(question, max_words), choices, gold, f"{path.name}, line {line}"))
+    if not items:
+        raise DataError(f"{path} has no questions; add one JSON object per line")
+    return description, items
+
+
+def _clip(text: str, max_words: int | None) -> str:
+    words = text.split()
+    return " ".join(words if max_words is None else words[:max_words])
+
+
+def _or_list(names: Sequence[str]) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def task_requests(task: ICLTask, tokenizer, shots: int = 0, seed: int = 0, limit: int | None = None,
+                  chat: bool = False, max_length: int | None = None) -> list[ICLPrompt]:
+    """The prompts `evaluate` scores, one per item asked (the first `limit` of the task's test items):
+    shots drawn as described at the top of this section, dropped from the end where the prompt and its
+    longest choice would exceed `max_length` tokens (None: no limit)."""
+    if not isinstance(shots, int) or isinstance(shots, bool) or shots < 0:
+        raise ConfigError(f"shots must be a non-negative integer, got {shots!r}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ConfigError(f"limit must be a positive integer (or None: every item), got {limit!r}")
+    pool = len(task.train) - (1 if task.one_pool else 0)
+    if shots > pool:
+        where = "the other questions of the file" if task.one_pool else "its train split"
+        raise ConfigError(f"{shots} shots asked, but task {task.name!r} holds only {pool} examples in {where}; "
+                          f"use --shots {pool} or fewer")
+    if chat and getattr(tokenizer, "chat_template", None) is None:
+        raise ConfigError("chat=True renders each prompt with the model's chat template, and this tokenizer has "
+                          "none; load an instruction-tuned model's tokenizer (smollm2-135m-instruct) or drop chat")
+    prefix = _prefix_token(tokenizer)
+    rng = np.random.default_rng(seed)
+    items = task.test if limit is None else task.test[:limit]
+    prompts = []
+    for index, item in enumerate(items):
+        drawn = [int(j) for j in rng.choice(pool, size=shots, replace=False)] if shots else []
+        if task.one_pool:     # the item is train[index]: draw from the others, skipping over it
+            drawn = [j + 1 if j >= index else j for j in drawn]
+        for used in range(shots, -1, -1):
+            context, continuations = _render(task, item, drawn[:used], tokenizer, chat)
+            tokens = max(sum(map(len, _encode_pair(tokenizer, context, c, prefix, index))) - 1 for c in continuations)
+            if max_length is None or tokens <= max_length:
+                break
+        else:
+            raise DataError(f"task {task.name!r}, {item.source}: the prompt is {tokens} tokens with no shots, more "
+                            f"than the model's context of {max_length}; shorten the question (max_words) or use a "
+                            "model with a longer context")
+        prompts.append(ICLPrompt(item, context, continuations, item.gold, drawn[:used], shots, tokens))
+    return prompts
+
+
+def _render(task: ICLTask, item: ICLItem, shots: list[int], tokenizer, chat: bool) -> tuple[str, list[str]]:
+    parts = [task.description] if task.description else []
+    for j in shots:
+        shot = task.train[j]
+        parts.append(f"{task.render(shot)} {shot.choices[shot.gold]}")
+    parts.append(task.render(item))
+    prompt = "\n\n".join(parts)
+    if chat:
+        context = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        return context, list(item.choices)
+    return prompt, [" " + c for c in item.choices]
+
+
+def evaluate(model, tokenizer, task: str | os.PathLike | ICLTask, shots: int = 0, seed: int = 0,
+             limit: int | None = None, split: str = "test", chat: bool = False, batch_size: int = 8,
+             max_words: int | None = None) -> dict:
+    """k-shot multiple-choice accuracy of a causal LM on a task (`load_icl_task`: bbc-news,
+    tweets-sentiment, or a .jsonl file; or an `ICLTask`), each choice scored by `loglikelihood`.
+
+    Returns {task, split, n, accuracy, acc_norm, shots, shots_mean, shots_requested, seed, chat,
+    max_words, prompt_tokens_mean, prompt_tokens_max}: `accuracy` and `acc_norm` are fractions of the
+    n items; `shots` is the fewest shots an item's prompt kept (shots are dropped where the prompt would
+    not fit the model's context) and `shots_mean` their mean; prompt tokens count what the model reads for
+    an item's longest choice. Conventions (prompt format, shot sampling, acc_norm): see the comment above
+    `ICL_TASKS` in this module and docs/results.md.
+    """
+    _need_causal_lm(model, "evaluate")
+    _need_batch_size(batch_size)
+    if not isinstance(task, ICLTask):
+        task = load_icl_task(task, split=split, max_words=max_words)
+    prompts = task_requests(task, tokenizer, shots=shots, seed=seed, limit=limit, chat=chat,
+                            max_length=model.decoder_context)
+    requests = [(p.context, c) for p in prompts for c in p.continuations]
+    scores = loglikelihood(model, tokenizer, requests, batch_size=batch_size)
+    correct = correct_norm = 0
+    at = 0
+    for p in prompts:
+        lls = np.array([ll for ll, _ in scores[at:at + len(p.continuations)]])
+        at += len(p.continuations)
+        lengths = np.array([len(c) for c in p.item.choices], dtype=np.float64)
+        correct += int(np.argmax(lls) == p.gold)
+        correct_norm += int(np.argmax(lls / lengths) == p.gold)
+    used = [len(p.shots) for p in prompts]
+    tokens = [p.tokens for p in prompts]
+    n = len(prompts)
+    return {"task": task.name, "split": task.split, "n": n,
+            "accuracy": correct / n, "acc_norm": correct_norm / n,
+            "shots": min(used), "shots_mean": sum(used) / n, "shots_requested": shots, "seed": seed, "chat": chat,
+            "max_words": max_words if max_words is not None else _DEFAULT_MAX_WORDS.get(task.name),
+            "prompt_tokens_mean": sum(tokens) / n, "prompt_tokens_max": max(tokens)}
