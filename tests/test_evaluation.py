@@ -278,7 +278,10 @@ def test_tkit_eval_perplexity_of_a_file_equals_the_library(pair, tmp_path, capsy
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--task", "hellaswag", "--data", "ptb"], "unknown task 'hellaswag'; known tasks: perplexity"),
+    (["--task", "hellaswag", "--data", "ptb"], "unknown task 'hellaswag'; known tasks: perplexity, bbc-news, "
+                                                "tweets-sentiment, or the path of a .jsonl file"),
+    (["--task", "bbc-news", "--data", "ptb"], "--data is for --task perplexity"),
+    (["--task", "no-such-file.jsonl"], "task file no-such-file.jsonl does not exist"),
     (["--data", "ptb", "--split", "dev"], "no split 'dev'; its splits: train, valid, test"),
     (["--data", "no-such-corpus"], "neither a corpus name nor an existing file"),
     ([], "give --data"),
@@ -288,3 +291,244 @@ def test_tkit_eval_errors(argv, match, capsys):
 
     assert main(["eval", "llama-tiny-not-loaded", *argv]) == 1
     assert match in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- tk.evaluate (in-context learning)
+
+from transformerkit.evaluation import ICLItem, ICLTask, load_icl_task, task_requests  # noqa: E402
+
+QUESTIONS = [
+    {"question": "2 + 2 =", "choices": ["4", "5", "22"], "answer": 0},
+    {"question": "3 + 1 =", "choices": ["4", "31"], "answer": "4"},
+    {"question": "1 + 1 =", "choices": ["2", "11", "3"], "answer": "2"},
+    {"question": "5 + 5 =", "choices": ["10", "55"], "answer": 0},
+    {"question": "The capital of France is", "choices": ["Paris", "a large cheese"], "answer": "Paris"},
+    {"question": "Water freezes at", "choices": ["zero degrees Celsius", "hot"], "answer": 0},
+    {"question": "The opposite of up is", "choices": ["down", "sideways", "up"], "answer": 0},
+    {"question": "Cats say", "choices": ["meow", "woof"], "answer": 0},
+]
+
+
+def write_jsonl(path, rows, instruction="Answer each question."):
+    lines = ([json.dumps({"instruction": instruction})] if instruction else []) + [json.dumps(r) for r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def icl():
+    """A tiny random LLaMA (context 256) with SmolLM2's tokenizer (which has a chat template)."""
+    torch.manual_seed(0)
+    return tk.build("llama-tiny").eval(), tk.load_tokenizer("smollm2-135m-instruct")
+
+
+@pytest.fixture
+def qfile(tmp_path):
+    return write_jsonl(tmp_path / "questions.jsonl", QUESTIONS)
+
+
+def test_evaluate_equals_a_hand_computation_from_loglikelihood(icl, qfile):
+    model, tok = icl
+    result = tk.evaluate(model, tok, qfile, shots=2, seed=3)
+    prompts = task_requests(load_icl_task(qfile), tok, shots=2, seed=3, max_length=model.decoder_context)
+    correct = correct_norm = 0
+    for p, row in zip(prompts, QUESTIONS):
+        lls = [ll for ll, _ in tk.loglikelihood(model, tok, [(p.context, c) for c in p.continuations])]
+        assert p.continuations == [" " + c for c in row["choices"]]
+        best = max(range(len(lls)), key=lambda i: lls[i])
+        best_norm = max(range(len(lls)), key=lambda i: lls[i] / len(row["choices"][i]))
+        correct += best == p.gold
+        correct_norm += best_norm == p.gold
+    assert [p.gold for p in prompts] == [0, 0, 0, 0, 0, 0, 0, 0]
+    assert result["n"] == len(QUESTIONS) and result["task"] == "questions.jsonl"
+    assert result["accuracy"] == correct / len(QUESTIONS)
+    assert result["acc_norm"] == correct_norm / len(QUESTIONS)
+    assert result["shots"] == result["shots_requested"] == 2 and result["shots_mean"] == 2
+    assert result["prompt_tokens_max"] == max(p.tokens for p in prompts)
+
+
+def test_prompt_format_and_shots_never_the_item_asked(icl, qfile):
+    _, tok = icl
+    task = load_icl_task(qfile)
+    prompts = task_requests(task, tok, shots=3, seed=0)
+    assert task.description == "Answer each question."
+    for index, (p, row) in enumerate(zip(prompts, QUESTIONS)):
+        assert len(p.shots) == 3 and len(set(p.shots)) == 3 and index not in p.shots
+        # The item asked appears once, last; each shot is rendered with its gold answer.
+        assert p.context.count(f"Question: {row['question']}\n") == 1
+        assert p.context.endswith(f"\n\nQuestion: {row['question']}\nAnswer:")
+        assert p.context.startswith("Answer each question.\n\nQuestion: ")
+        for j in p.shots:
+            shot = QUESTIONS[j]
+            gold = shot["answer"] if isinstance(shot["answer"], str) else shot["choices"][shot["answer"]]
+            assert f"Question: {shot['question']}\nAnswer: {gold}\n\n" in p.context
+
+
+def test_shots_come_from_train_only():
+    tok = tk.load_tokenizer("gpt2-vocab")
+    train = [ICLItem(f"train text {i}", ("yes", "no"), i % 2, f"train item {i}") for i in range(10)]
+    test = [ICLItem(f"test text {i}", ("yes", "no"), 0, f"test item {i}") for i in range(5)]
+    task = ICLTask("toy", "Say yes or no.", "Text: {text}\nLabel:", train, test)
+    for p in task_requests(task, tok, shots=4, seed=1):
+        assert p.context.count("test text") == 1 and p.context.count("train text") == 4
+        for j in p.shots:
+            assert f"Text: train text {j}\nLabel: {('yes', 'no')[j % 2]}\n\n" in p.context
+
+
+def test_same_seed_same_prompts_other_seed_other_prompts(icl, qfile):
+    _, tok = icl
+    task = load_icl_task(qfile)
+    contexts = [[p.context for p in task_requests(task, tok, shots=3, seed=s)] for s in (0, 0, 1)]
+    assert contexts[0] == contexts[1]
+    assert contexts[0] != contexts[2]
+    # Item i's shots do not depend on how many items are asked.
+    assert [p.context for p in task_requests(task, tok, shots=3, seed=0, limit=3)] == contexts[0][:3]
+
+
+def test_acc_norm_divides_by_the_choice_length_in_characters(icl, monkeypatch):
+    import transformerkit.evaluation as ev
+
+    model, tok = icl
+    # A short choice scores -2 in all, a ten-character one -5 (-0.5 per character): accuracy takes the short
+    # one, acc_norm the long one, the gold.
+    item = ICLItem("pick", ("x", "yyyyyyyyyy"), 1, "test item 0")
+    task = ICLTask("toy", "", "Q: {text}\nA:", [item], [item], one_pool=True)
+    monkeypatch.setattr(ev, "loglikelihood", lambda model, tok, requests, batch_size: [(-2.0, False), (-5.0, False)])
+    result = tk.evaluate(model, tok, task)
+    assert result["accuracy"] == 0.0 and result["acc_norm"] == 1.0
+
+
+def test_shots_are_dropped_to_fit_a_small_context(icl, tmp_path):
+    model, tok = icl
+    assert model.decoder_context == 256
+    long = [{"question": " ".join(["word"] * 60) + f" number {i}?", "choices": ["yes", "no"], "answer": i % 2}
+            for i in range(6)]
+    path = write_jsonl(tmp_path / "long.jsonl", long)
+    prompts = task_requests(load_icl_task(path), tok, shots=4, max_length=256)
+    assert all(p.tokens <= 256 for p in prompts) and all(p.shots_requested == 4 for p in prompts)
+    assert max(len(p.shots) for p in prompts) < 4
+    unlimited = task_requests(load_icl_task(path), tok, shots=4, max_length=None)
+    for cut, whole in zip(prompts, unlimited):
+        assert whole.shots[:len(cut.shots)] == cut.shots      # the first shots drawn are kept
+    result = tk.evaluate(model, tok, path, shots=4)
+    assert result["shots"] < 4 and result["shots_requested"] == 4
+    assert result["shots_mean"] == sum(len(p.shots) for p in prompts) / len(prompts)
+
+
+def test_a_prompt_too_long_without_shots_is_an_error(icl, tmp_path):
+    model, tok = icl
+    rows = QUESTIONS[:2] + [{"question": " ".join(["word"] * 300), "choices": ["a", "b"], "answer": 0}]
+    path = write_jsonl(tmp_path / "toolong.jsonl", rows)
+    with pytest.raises(DataError, match=r"toolong.jsonl, line 4: the prompt is \d+ tokens with no shots, more than "
+                                        "the model's context of 256"):
+        tk.evaluate(model, tok, path, shots=1)
+
+
+def test_chat_prompts_are_the_template_around_the_plain_prompt(icl, qfile):
+    model, tok = icl
+    task = load_icl_task(qfile)
+    plain = task_requests(task, tok, shots=2, seed=0)
+    chat = task_requests(task, tok, shots=2, seed=0, chat=True)
+    opening = tok.apply_chat_template([{"role": "user", "content": "X"}], add_generation_prompt=True).split("X")[0]
+    assert opening.startswith("<|im_start|>")
+    for p, c in zip(plain, chat):
+        assert c.context.startswith(opening + p.context)
+        assert c.context == tok.apply_chat_template([{"role": "user", "content": p.context}],
+                                                    add_generation_prompt=True)
+        assert c.context.endswith("<|im_start|>assistant\n")
+        assert c.continuations == [s[1:] for s in p.continuations]       # the reply: no leading space
+    assert tk.evaluate(model, tok, qfile, shots=2, chat=True)["chat"] is True
+
+
+def test_chat_without_a_template_is_an_error(qfile):
+    tok = tk.load_tokenizer("gpt2-vocab")
+    assert tok.chat_template is None
+    with pytest.raises(ConfigError, match="chat template"):
+        task_requests(load_icl_task(qfile), tok, chat=True)
+
+
+def test_bbc_news_prompts_fit_smollm2_with_8_shots(icl):
+    _, tok = icl
+    task = load_icl_task("bbc-news")
+    assert task.split == "test" and len(task.test) == 223
+    assert [c for c in task.test[0].choices] == ["business", "entertainment", "politics", "sports", "tech"]
+    assert all(len(item.text.split()) <= 120 for item in task.train + task.test)
+    prompts = task_requests(task, tok, shots=8, seed=0, limit=3, max_length=8192)
+    train_texts = {item.text for item in task.train}
+    for p in prompts:
+        assert len(p.shots) == 8 and p.tokens < 2500
+        assert p.context.startswith("Classify each news article by its topic: business, entertainment, politics, "
+                                    "sports or tech.\n\nArticle: ")
+        assert p.context.endswith(f"Article: {p.item.text}\nTopic:") and p.continuations[0] == " business"
+        assert all(task.train[j].text in train_texts for j in p.shots)
+        assert p.item.text not in train_texts
+
+
+@pytest.mark.parametrize("rows,match", [
+    (QUESTIONS[:2] + ["not an object"], "line 4: a JSON str"),
+    (QUESTIONS[:2] + [{"question": "q", "choices": ["a", "b"]}], "line 4: no 'answer'"),
+    (QUESTIONS[:1] + [{"question": "q", "choices": ["a"], "answer": 0}], "line 3: 1 choice.s.; a multiple-choice "
+                                                                           "question needs at least two"),
+    (QUESTIONS[:1] + [{"question": "q", "choices": ["a", "b"], "answer": 2}], "line 3: \"answer\" 2 is not an index"),
+    (QUESTIONS[:1] + [{"question": "q", "choices": ["a", "b"], "answer": "c"}], "line 3: \"answer\" 'c' is neither"),
+])
+def test_jsonl_task_errors_name_the_line(tmp_path, rows, match):
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(DataError, match=match):
+        load_icl_task(path)
+
+
+def test_jsonl_line_that_does_not_parse(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text(json.dumps(QUESTIONS[0]) + "\n{\"question\": \"q\", \n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"broken.jsonl, line 2: not valid JSON"):
+        load_icl_task(path)
+
+
+def test_unknown_task_lists_the_known_ones(icl):
+    model, tok = icl
+    with pytest.raises(ConfigError, match=r"unknown task 'hellaswag'; known tasks: bbc-news, tweets-sentiment, or "
+                                          r"the path of a \.jsonl file"):
+        tk.evaluate(model, tok, "hellaswag")
+
+
+def test_more_shots_than_the_pool_is_an_error(icl, qfile):
+    model, tok = icl
+    assert len(task_requests(load_icl_task(qfile), tok, shots=7)) == 8          # the 7 other questions
+    with pytest.raises(ConfigError, match="8 shots asked, but task 'questions.jsonl' holds only 7 examples"):
+        tk.evaluate(model, tok, qfile, shots=8)
+    train = [ICLItem("a", ("y", "n"), 0, "train item 0"), ICLItem("b", ("y", "n"), 1, "train item 1")]
+    task = ICLTask("toy", "", "{text}", train, train[:1])
+    with pytest.raises(ConfigError, match="holds only 2 examples in its train split"):
+        tk.evaluate(model, tok, task, shots=3)
+
+
+def test_tkit_eval_jsonl_task_prints_and_writes_json(icl, qfile, tmp_path, capsys):
+    from transformerkit.cli import main
+
+    model, tok = icl
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tok.save(folder)
+    out = tmp_path / "icl.json"
+    assert main(["eval", str(folder), "--task", str(qfile), "--shots", "2", "--seed", "1", "--limit", "5",
+                 "--out", str(out)]) == 0
+    expected = tk.evaluate(tk.load(folder), tok, qfile, shots=2, seed=1, limit=5)
+    printed = capsys.readouterr().out
+    assert f"accuracy {expected['accuracy']:.4f}  acc_norm {expected['acc_norm']:.4f}  n 5  shots used 2" in printed
+    saved = json.loads(out.read_text())
+    assert saved["accuracy"] == expected["accuracy"] and saved["n"] == 5 and saved["shots"] == 2
+    assert saved["task"] == "questions.jsonl" and saved["model"] == str(folder)
+
+
+def test_tkit_eval_says_when_shots_were_dropped(icl, tmp_path, capsys):
+    from transformerkit.cli import main
+
+    model, tok = icl
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tok.save(folder)
+    long = [{"question": " ".join(["word"] * 60) + f" {i}?", "choices": ["yes", "no"], "answer": 0} for i in range(5)]
+    path = write_jsonl(tmp_path / "long.jsonl", long)
+    assert main(["eval", str(folder), "--task", str(path), "--shots", "4"]) == 0
+    assert "shots were dropped, down to" in capsys.readouterr().out

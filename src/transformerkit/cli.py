@@ -468,52 +468,88 @@ def add_chat(sub) -> None:
 
 # --- tkit eval ----------------------------------------------------------------------------------
 
-EVAL_TASKS = ("perplexity",)
+EVAL_TASKS = ("perplexity", "bbc-news", "tweets-sentiment")
 
 
 def cmd_eval(args) -> None:
     from . import load_tokenizer
     from .data import corpus_split
-    from .evaluation import perplexity
+    from .evaluation import ICL_TASKS, evaluate, load_icl_task, perplexity
     from .files import atomic_write
     from .interop import load_pretrained, resolve_checkpoint
 
-    if args.task not in EVAL_TASKS:
-        raise ConfigError(f"unknown task {args.task!r}; known tasks: {', '.join(EVAL_TASKS)}")
-    if args.data is None:
-        raise ConfigError("--task perplexity scores a text: give --data ptb (with --split) or a text file")
-    text = corpus_split(args.data, args.split)   # an unknown corpus or split fails before the model loads
-    folder = resolve_checkpoint(args.checkpoint)
-    model, tokenizer = load_pretrained(folder), load_tokenizer(args.tokenizer or folder)
-    result = perplexity(model, tokenizer, text, max_length=args.max_length, stride=args.stride,
-                        batch_size=args.batch_size)
-    split = f" ({args.split or 'default split'})" if not Path(str(args.data)).is_file() else ""
-    print(f"{args.checkpoint} on {args.data}{split}: {result['tokens']:,} tokens")
-    print(f"perplexity {result['perplexity']:.2f}  word perplexity {result['word_perplexity']:.2f}  "
-          f"bits per byte {result['bits_per_byte']:.4f}  nll {result['nll']:.1f} nats")
-    if args.out:
+    icl = args.task in ICL_TASKS or str(args.task).lower().endswith(".jsonl")
+    if args.task not in EVAL_TASKS and not icl:
+        raise ConfigError(f"unknown task {args.task!r}; known tasks: {', '.join(EVAL_TASKS)}, or the path of a "
+                          '.jsonl file of {"question", "choices", "answer"} lines')
+    if icl:
+        if args.data is not None:
+            raise ConfigError(f"--data is for --task perplexity; task {args.task!r} brings its own data")
+        task = load_icl_task(args.task, split=args.split or "test", max_words=args.max_words)   # before the model
+        folder = resolve_checkpoint(args.checkpoint)
+        model, tokenizer = load_pretrained(folder), load_tokenizer(args.tokenizer or folder)
+        result = evaluate(model, tokenizer, task, shots=args.shots, seed=args.seed, limit=args.limit,
+                          chat=args.chat, batch_size=args.batch_size, max_words=args.max_words)
+        print(f"{args.checkpoint} on {result['task']} ({result['split']}), {result['shots_requested']}-shot"
+              f"{', chat template' if args.chat else ''}: {result['n']:,} items")
+        print(f"accuracy {result['accuracy']:.4f}  acc_norm {result['acc_norm']:.4f}  n {result['n']}  "
+              f"shots used {result['shots']} (min) {result['shots_mean']:.2f} (mean)  "
+              f"prompt tokens {result['prompt_tokens_mean']:.0f} (mean) {result['prompt_tokens_max']} (max)")
+        if result["shots"] < result["shots_requested"]:
+            print(f"note: some prompts did not fit the model's context with {result['shots_requested']} shots; "
+                  f"shots were dropped, down to {result['shots']} (mean {result['shots_mean']:.2f})")
+        record = {"model": str(args.checkpoint), **result}
+    else:
+        if args.data is None:
+            raise ConfigError("--task perplexity scores a text: give --data ptb (with --split) or a text file")
+        text = corpus_split(args.data, args.split)   # an unknown corpus or split fails before the model loads
+        folder = resolve_checkpoint(args.checkpoint)
+        model, tokenizer = load_pretrained(folder), load_tokenizer(args.tokenizer or folder)
+        result = perplexity(model, tokenizer, text, max_length=args.max_length, stride=args.stride,
+                            batch_size=args.batch_size)
+        split = f" ({args.split or 'default split'})" if not Path(str(args.data)).is_file() else ""
+        print(f"{args.checkpoint} on {args.data}{split}: {result['tokens']:,} tokens")
+        print(f"perplexity {result['perplexity']:.2f}  word perplexity {result['word_perplexity']:.2f}  "
+              f"bits per byte {result['bits_per_byte']:.4f}  nll {result['nll']:.1f} nats")
         record = {"model": str(args.checkpoint), "task": args.task, "data": str(args.data), "split": args.split,
                   "max_length": args.max_length, "stride": args.stride, **result}
+    if args.out:
         atomic_write(args.out, json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.out}")
 
 
 def add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a language model: perplexity of a corpus or text file",
-                       description="Score a text with a causal LM (tk.perplexity): sliding windows of --max-length "
-                                   "tokens (default: the model's context) every --stride tokens, each token scored "
-                                   "once with the left context its window holds. Prints the perplexity per token "
-                                   "and per word and the bits per byte.")
+    p = sub.add_parser("eval", help="evaluate a language model: perplexity, or few-shot multiple-choice accuracy",
+                       description="--task perplexity: score a text with a causal LM (tk.perplexity): sliding "
+                                   "windows of --max-length tokens (default: the model's context) every --stride "
+                                   "tokens, each token scored once with the left context its window holds; prints "
+                                   "the perplexity per token and per word and the bits per byte. --task bbc-news, "
+                                   "tweets-sentiment or a .jsonl file: k-shot multiple-choice accuracy "
+                                   "(tk.evaluate), each choice ranked by its log-likelihood; prints accuracy, "
+                                   "acc_norm, the items scored and the shots used.")
     p.add_argument("checkpoint", help="checkpoint folder, .gguf file or asset with weights (smollm2-135m-instruct)")
-    p.add_argument("--task", default="perplexity", help=f"what to evaluate: {', '.join(EVAL_TASKS)} "
+    p.add_argument("--task", default="perplexity", help=f"what to evaluate: {', '.join(EVAL_TASKS)}, or a .jsonl "
+                                                         'file of {"question", "choices", "answer"} lines '
                                                          "(default: perplexity)")
-    p.add_argument("--data", help="ptb, shakespeare, or a UTF-8 text file (scored whole)")
-    p.add_argument("--split", default=None, help="the corpus split: ptb train/valid/test (default test), "
-                                                 "shakespeare train/valid (default valid)")
+    p.add_argument("--data", help="perplexity: ptb, shakespeare, or a UTF-8 text file (scored whole)")
+    p.add_argument("--split", default=None, help="perplexity: the corpus split, ptb train/valid/test (default test), "
+                                                 "shakespeare train/valid (default valid); bbc-news and "
+                                                 "tweets-sentiment: train/valid/test (default test)")
     p.add_argument("--tokenizer", help="tokenizer if the checkpoint has none")
-    p.add_argument("--max-length", type=int, default=None, help="window length (default: the model's context)")
-    p.add_argument("--stride", type=int, default=None, help="tokens between window starts (default: --max-length)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+    p.add_argument("--max-length", type=int, default=None, help="perplexity: window length (default: the model's "
+                                                                  "context)")
+    p.add_argument("--stride", type=int, default=None, help="perplexity: tokens between window starts "
+                                                              "(default: --max-length)")
+    p.add_argument("--shots", type=int, default=0, help="multiple choice: solved examples in each prompt, drawn "
+                                                         "from the train split (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="multiple choice: seed of the shots' draw (default: 0)")
+    p.add_argument("--limit", type=int, default=None, help="multiple choice: score only the first N items")
+    p.add_argument("--chat", action="store_true", help="multiple choice: wrap each prompt in the model's chat "
+                                                        "template, the choices scored as the assistant's reply")
+    p.add_argument("--max-words", type=int, default=None, help="multiple choice: cut each text to its first N "
+                                                                 "words (default: 120 for bbc-news, else whole)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows or (prompt, choice) pairs per forward pass "
+                                                               "(default: 8)")
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON to this file")
     p.set_defaults(func=cmd_eval)
 
