@@ -532,3 +532,16 @@ def test_tkit_eval_says_when_shots_were_dropped(icl, tmp_path, capsys):
     path = write_jsonl(tmp_path / "long.jsonl", long)
     assert main(["eval", str(folder), "--task", str(path), "--shots", "4"]) == 0
     assert "shots were dropped, down to" in capsys.readouterr().out
+
+
+def test_choice_loglikelihoods_read_the_context_once_and_equal_loglikelihood(pair):
+    from transformerkit.evaluation import choice_loglikelihoods
+
+    ours, _, tok = pair
+    context = "Article: the match ended two nil after a late goal.\nTopic: "
+    choices = ["sport", "business", "politics and government", "tech"]
+    shared = choice_loglikelihoods(ours, tok, context, choices)
+    separate = tk.loglikelihood(ours, tok, [(context, c) for c in choices])
+    assert [g for _, g in shared] == [g for _, g in separate]
+    assert [ll for ll, _ in shared] == pytest.approx([ll for ll, _ in separate], abs=1e-4)
+    assert len({round(ll, 3) for ll, _ in shared}) == len(choices)   # the choices really score differently

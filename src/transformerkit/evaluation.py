@@ -172,6 +172,33 @@ def loglikelihood(model, tokenizer, requests: Sequence[tuple[str, str]],
     return results
 
 
+def choice_loglikelihoods(model, tokenizer, context: str, continuations: Sequence[str],
+                          batch_size: int = 8) -> list[tuple[float, bool]]:
+    """`loglikelihood` of several continuations of one context, reading the context once: it goes through the
+    model into a KV cache (the decoder's `decode_init` / `decode_step`), and each continuation is scored on
+    top of it, the cache rewound in between. A multiple-choice item with 5 choices costs one context, not 5.
+    Same token boundary as `loglikelihood` (whose results these equal up to float rounding); a context too
+    long for the model is scored by `loglikelihood` itself (cut on the left)."""
+    _need_causal_lm(model, "choice_loglikelihoods")
+    prefix = _prefix_token(tokenizer)
+    pairs = [_encode_pair(tokenizer, context, c, prefix, i) for i, c in enumerate(continuations)]
+    context_ids = pairs[0][0]
+    longest = max(len(c) for _, c in pairs)
+    limit = model.decoder_context
+    if any(ctx != context_ids for ctx, _ in pairs) or (limit is not None and len(context_ids) + longest - 1 > limit):
+        return loglikelihood(model, tokenizer, [(context, c) for c in continuations], batch_size=batch_size)
+    with _scoring(model) as device:
+        ids = torch.tensor([context_ids], device=device)                                # (1, T)
+        state, _ = model.decode_init(ids, None, max_new_tokens=longest)
+        first = model.decode_step(state, ids)                                           # (1, V): the first token
+        results = []
+        for _, continuation in pairs:
+            state.cache.rewind(len(context_ids))
+            rows = [first] + [model.decode_step(state, torch.tensor([[t]], device=device)) for t in continuation[:-1]]
+            results.append(_score(torch.cat(rows), torch.tensor(continuation, device=device)))
+    return results
+
+
 def _encode_pair(tokenizer, context: str, continuation: str, prefix: int | None,
                  index: int) -> tuple[list[int], list[int]]:
     """(context tokens, continuation tokens) by lm-evaluation-harness's rules (see `loglikelihood`)."""
@@ -506,13 +533,11 @@ def evaluate(model, tokenizer, task: str | os.PathLike | ICLTask, shots: int = 0
         task = load_icl_task(task, split=split, max_words=max_words)
     prompts = task_requests(task, tokenizer, shots=shots, seed=seed, limit=limit, chat=chat,
                             max_length=model.decoder_context)
-    requests = [(p.context, c) for p in prompts for c in p.continuations]
-    scores = loglikelihood(model, tokenizer, requests, batch_size=batch_size)
     correct = correct_norm = 0
-    at = 0
-    for p in prompts:
-        lls = np.array([ll for ll, _ in scores[at:at + len(p.continuations)]])
-        at += len(p.continuations)
+    for p in bar(prompts, desc=f"{task.name} {shots}-shot", enabled=len(prompts) > 1):
+        # the choices share the prompt: it is read once (choice_loglikelihoods), not once per choice
+        lls = np.array([ll for ll, _ in choice_loglikelihoods(model, tokenizer, p.context, p.continuations,
+                                                                 batch_size)])
         lengths = np.array([len(c) for c in p.item.choices], dtype=np.float64)
         correct += int(np.argmax(lls) == p.gold)
         correct_norm += int(np.argmax(lls / lengths) == p.gold)

@@ -55,6 +55,12 @@ class KVCache:
         """Called once per forward, after every layer has appended its n_tokens."""
         self.length += n_tokens
 
+    def rewind(self, length: int) -> None:
+        """Forget the positions from `length` on (score several continuations of one cached context)."""
+        if not 0 <= length <= self.length:
+            raise GenerationError(f"cannot rewind a cache of {self.length} positions to {length}")
+        self.length = length
+
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows `index` (beam search): row b of the result is old row index[b]. The cross-
         attention K/V stay: beam search moves rows only among the beams of one source, whose encoder
