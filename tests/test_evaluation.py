@@ -545,3 +545,28 @@ def test_choice_loglikelihoods_read_the_context_once_and_equal_loglikelihood(pai
     assert [g for _, g in shared] == [g for _, g in separate]
     assert [ll for ll, _ in shared] == pytest.approx([ll for ll, _ in separate], abs=1e-4)
     assert len({round(ll, 3) for ll, _ in shared}) == len(choices)   # the choices really score differently
+
+
+def test_tkit_eval_shot_sweep_and_the_in_context_picture(icl, qfile, tmp_path, capsys):
+    from transformerkit.cli import main
+    from transformerkit.viz import read_curves
+
+    model, tok = icl
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tok.save(folder)
+    out = tmp_path / "sweep.json"
+    assert main(["eval", str(folder), "--task", str(qfile), "--shots", "0", "1", "2", "--out", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert [r["shots_requested"] for r in records] == [0, 1, 2]
+    for r in records:   # each point is what tk.evaluate gives for that many shots
+        assert r["accuracy"] == tk.evaluate(tk.load(folder), tok, qfile, shots=r["shots_requested"])["accuracy"]
+    curves, chance = read_curves([out])
+    assert list(curves) == ["questions.jsonl"] and len(curves["questions.jsonl"]) == 3
+    n_choices = [len(q["choices"]) for q in QUESTIONS]
+    assert chance["chance: questions.jsonl"] == pytest.approx(sum(1 / k for k in n_choices) / len(n_choices))
+    picture = tmp_path / "in-context.png"
+    assert main(["viz", "in-context", str(out), "--finetuned", "fine-tuned=97.31%", "--out", str(picture)]) == 0
+    assert picture.stat().st_size > 10_000 and picture.with_suffix(".svg").read_text().count("fine-tuned") >= 1
+    assert main(["viz", "in-context", str(out), "--finetuned", "oops", "--out", str(picture)]) == 1
+    assert "LABEL=ACCURACY" in capsys.readouterr().err

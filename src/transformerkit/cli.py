@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -488,17 +489,22 @@ def cmd_eval(args) -> None:
         task = load_icl_task(args.task, split=args.split or "test", max_words=args.max_words)   # before the model
         folder = resolve_checkpoint(args.checkpoint)
         model, tokenizer = load_pretrained(folder), load_tokenizer(args.tokenizer or folder)
-        result = evaluate(model, tokenizer, task, shots=args.shots, seed=args.seed, limit=args.limit,
-                          chat=args.chat, batch_size=args.batch_size, max_words=args.max_words)
-        print(f"{args.checkpoint} on {result['task']} ({result['split']}), {result['shots_requested']}-shot"
-              f"{', chat template' if args.chat else ''}: {result['n']:,} items")
-        print(f"accuracy {result['accuracy']:.4f}  acc_norm {result['acc_norm']:.4f}  n {result['n']}  "
-              f"shots used {result['shots']} (min) {result['shots_mean']:.2f} (mean)  "
-              f"prompt tokens {result['prompt_tokens_mean']:.0f} (mean) {result['prompt_tokens_max']} (max)")
-        if result["shots"] < result["shots_requested"]:
-            print(f"note: some prompts did not fit the model's context with {result['shots_requested']} shots; "
-                  f"shots were dropped, down to {result['shots']} (mean {result['shots_mean']:.2f})")
-        record = {"model": str(args.checkpoint), **result}
+        records = []
+        for shots in args.shots:
+            start = time.perf_counter()
+            result = evaluate(model, tokenizer, task, shots=shots, seed=args.seed, limit=args.limit,
+                              chat=args.chat, batch_size=args.batch_size, max_words=args.max_words)
+            seconds = time.perf_counter() - start
+            print(f"{args.checkpoint} on {result['task']} ({result['split']}), {result['shots_requested']}-shot"
+                  f"{', chat template' if args.chat else ''}: {result['n']:,} items in {seconds:.0f} s")
+            print(f"accuracy {result['accuracy']:.4f}  acc_norm {result['acc_norm']:.4f}  n {result['n']}  "
+                  f"shots used {result['shots']} (min) {result['shots_mean']:.2f} (mean)  "
+                  f"prompt tokens {result['prompt_tokens_mean']:.0f} (mean) {result['prompt_tokens_max']} (max)")
+            if result["shots"] < result["shots_requested"]:
+                print(f"note: some prompts did not fit the model's context with {result['shots_requested']} shots; "
+                      f"shots were dropped, down to {result['shots']} (mean {result['shots_mean']:.2f})")
+            records.append({"model": str(args.checkpoint), **result, "seconds": seconds})
+        record = records[0] if len(records) == 1 else records
     else:
         if args.data is None:
             raise ConfigError("--task perplexity scores a text: give --data ptb (with --split) or a text file")
@@ -540,8 +546,9 @@ def add_eval(sub) -> None:
                                                                   "context)")
     p.add_argument("--stride", type=int, default=None, help="perplexity: tokens between window starts "
                                                               "(default: --max-length)")
-    p.add_argument("--shots", type=int, default=0, help="multiple choice: solved examples in each prompt, drawn "
-                                                         "from the train split (default: 0)")
+    p.add_argument("--shots", type=int, nargs="+", default=[0],
+                   help="multiple choice: solved examples in each prompt, drawn from the train split; several "
+                        "values run one after the other (--shots 0 1 2 4 8) (default: 0)")
     p.add_argument("--seed", type=int, default=0, help="multiple choice: seed of the shots' draw (default: 0)")
     p.add_argument("--limit", type=int, default=None, help="multiple choice: score only the first N items")
     p.add_argument("--chat", action="store_true", help="multiple choice: wrap each prompt in the model's chat "
@@ -782,6 +789,20 @@ def cmd_viz(args) -> None:
             plot_kv_cache(args.out, presets=args.presets or None, dtype=args.dtype)
         for path in files:
             print(f"wrote {path}")
+    elif args.viz_command == "in-context":
+        from .viz import plot_in_context, read_curves
+
+        curves, chance = read_curves(args.results)
+        finetuned = {}
+        for item in args.finetuned or []:
+            label, _, value = item.rpartition("=")
+            try:
+                finetuned[label] = float(value.rstrip("%")) / (100 if value.endswith("%") else 1)
+            except ValueError:
+                raise ConfigError(f"--finetuned takes LABEL=ACCURACY (e.g. 'MiniLM fine-tuned=97.31%'), got {item!r}") \
+                    from None
+        for path in plot_in_context(curves, args.out, finetuned=finetuned, chance=chance, title=args.title):
+            print(f"wrote {path}")
     else:
         from .viz import plot_curves
 
@@ -794,7 +815,7 @@ def add_viz(sub) -> None:
     p = sub.add_parser("viz", help="pictures: attention maps, position encodings, training curves",
                        description="Draw a figure as FILE.png and FILE.svg (FILE's suffix is replaced).")
     vsub = p.add_subparsers(dest="viz_command", required=True,
-                            metavar="{attention,positions,rotary,kv-cache,curves}")
+                            metavar="{attention,positions,rotary,kv-cache,in-context,curves}")
     a = vsub.add_parser("attention", help="attention heatmaps of a text, one row per layer, one column per head",
                         description="Self-attention of an encoder (BERT) or decoder (GPT, causal); for an "
                                     "encoder-decoder give --target: it is teacher-forced and the figure shows "
@@ -823,6 +844,15 @@ def add_viz(sub) -> None:
     k.add_argument("--dtype", default="bf16", help="cache dtype (default: bf16)")
     k.add_argument("--out", type=Path, default=Path("kv-cache.png"), help="output file (default: kv-cache.png)")
     k.set_defaults(func=cmd_viz)
+    i = vsub.add_parser("in-context", help="accuracy against the shots in the prompt (GPT-3's Figure 1.2 shape)",
+                        description="Read the JSON files of tkit eval --task T --shots 0 1 2 4 8 --out FILE and draw "
+                                    "one line per task, with chance levels and fine-tuned results beside them.")
+    i.add_argument("results", nargs="+", type=Path, help="tkit eval --out files")
+    i.add_argument("--finetuned", action="append", help="a fine-tuned model's accuracy on the same test split, "
+                                                        "LABEL=ACCURACY (0.9731 or 97.31%%); repeatable")
+    i.add_argument("--title", default=None, help="figure title")
+    i.add_argument("--out", type=Path, default=Path("in-context.png"), help="output file (default: in-context.png)")
+    i.set_defaults(func=cmd_viz)
     c = vsub.add_parser("curves", help="training and validation loss (and tokens/s, MFU) from a run folder",
                         description="Read RUN_DIR/metrics.jsonl, which tkit train/pretrain/finetune write.")
     c.add_argument("run_dir", type=Path, help="run folder (the --out of a training command) or its metrics.jsonl")

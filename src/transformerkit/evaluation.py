@@ -520,8 +520,9 @@ def evaluate(model, tokenizer, task: str | os.PathLike | ICLTask, shots: int = 0
     """k-shot multiple-choice accuracy of a causal LM on a task (`load_icl_task`: bbc-news,
     tweets-sentiment, or a .jsonl file; or an `ICLTask`), each choice scored by `loglikelihood`.
 
-    Returns {task, split, n, accuracy, acc_norm, shots, shots_mean, shots_requested, seed, chat,
+    Returns {task, split, n, accuracy, acc_norm, chance, shots, shots_mean, shots_requested, seed, chat,
     max_words, prompt_tokens_mean, prompt_tokens_max}: `accuracy` and `acc_norm` are fractions of the
+    n items (`chance`: what guessing scores, the mean of 1 / number of choices); the rest of the
     n items; `shots` is the fewest shots an item's prompt kept (shots are dropped where the prompt would
     not fit the model's context) and `shots_mean` their mean; prompt tokens count what the model reads for
     an item's longest choice. Conventions (prompt format, shot sampling, acc_norm): see the comment above
@@ -544,8 +545,9 @@ def evaluate(model, tokenizer, task: str | os.PathLike | ICLTask, shots: int = 0
     used = [len(p.shots) for p in prompts]
     tokens = [p.tokens for p in prompts]
     n = len(prompts)
+    chance = sum(1 / len(p.continuations) for p in prompts) / n
     return {"task": task.name, "split": task.split, "n": n,
-            "accuracy": correct / n, "acc_norm": correct_norm / n,
+            "accuracy": correct / n, "acc_norm": correct_norm / n, "chance": chance,
             "shots": min(used), "shots_mean": sum(used) / n, "shots_requested": shots, "seed": seed, "chat": chat,
             "max_words": max_words if max_words is not None else _DEFAULT_MAX_WORDS.get(task.name),
             "prompt_tokens_mean": sum(tokens) / n, "prompt_tokens_max": max(tokens)}
