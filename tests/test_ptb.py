@@ -122,3 +122,19 @@ def test_a_missing_literal_is_refused(tmp_path: Path) -> None:
     folder = _copy_with(tmp_path, "penn['test']", "penn['tests']")
     with pytest.raises(DataError, match=r"no string literal for the split\(s\) \['test'\]"):
         ptb_splits(folder)
+
+
+def test_tkit_train_on_ptb_with_the_word_tokenizer_then_eval(tmp_path: Path, capsys) -> None:
+    """`tkit train --data ptb --tokenizer word` trains on PTB's 10k words and `tkit eval` scores its valid split."""
+    run = tmp_path / "ptb"
+    assert main(["train", "--model", "gpt2-tiny", "--data", "ptb", "--tokenizer", "word", "--set", "max_position=33",
+                 "--block-size", "32", "--batch-size", "4", "--max-steps", "3", "--eval-interval", "3",
+                 "--eval-batches", "1", "--out", str(run)]) == 0
+    assert load_tokenizer(run / "checkpoint").vocab_size == 10_000
+    capsys.readouterr()
+    assert main(["eval", str(run), "--task", "perplexity", "--data", "ptb", "--split", "valid",
+                 "--max-length", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "73,760 tokens" in out   # words + one <eos> a line: the standard count of PTB's valid split
+    perplexity = float(out.split("perplexity ")[1].split()[0])
+    assert 1_000 < perplexity < 20_000   # 3 steps from random weights: near the 10,000-word uniform guess

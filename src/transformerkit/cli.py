@@ -81,8 +81,11 @@ def cmd_train(args) -> None:
                        sample_tokens=args.sample_tokens)
     print(f"parameters: {summary['parameters']:,}")
     print(f"steps: {summary['step']}  tokens: {summary['tokens']:,}  time: {summary['elapsed']:.1f} s")
-    if summary.get("val_loss") is not None:
-        print(f"training loss: {summary['loss']:.4f}  validation loss: {summary['val_loss']:.4f}")
+    names = (("loss", "training loss"), ("val_loss", "validation loss"))
+    # none yet when the run is shorter than its log interval
+    losses = [f"{name}: {summary[key]:.4f}" for key, name in names if summary.get(key) is not None]
+    if losses:
+        print("  ".join(losses))
     print(f"checkpoint: {summary['checkpoint']}")
     if "sample" in summary:
         print("sample:\n" + args.prompt + summary["sample"])
