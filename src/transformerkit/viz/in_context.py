@@ -51,7 +51,7 @@ def plot_in_context(curves: dict[str, list[dict]], path: str | Path, finetuned: 
         ax.plot(xs, [100 * r["accuracy"] for r in rows], "o-", color=colors[i % len(colors)],
                 label=f"{label} (n={rows[0]['n']})")
     for i, (label, value) in enumerate((finetuned or {}).items()):
-        ax.axhline(100 * value, linestyle="--", color=colors[(i + 3) % len(colors)], label=label)
+        ax.axhline(100 * value, linestyle="--", color=colors[-1 - i % len(colors)], label=label)   # not a curve colour
     for label, value in (chance or {}).items():
         ax.axhline(100 * value, linestyle=":", color="grey", linewidth=1)
         ax.annotate(label, (len(ticks) - 1, 100 * value), textcoords="offset points", xytext=(0, 3),
