@@ -428,7 +428,7 @@ def test_top_k_top_p_keep_the_same_tokens_as_transformers(top_k, top_p):
 class HexTokenizer:
     """A tokenizer-like object: token i reads as two hex digits, so strings can span tokens."""
 
-    def decode(self, ids):
+    def decode(self, ids, skip_special_tokens=False):   # the Tokenizer.decode signature; no specials here
         return "".join(f"{int(i):02x}" for i in ids)
 
 

@@ -36,18 +36,6 @@ def chat_prompt(tokenizer, messages, template: bool = True) -> str:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
 
 
-class _ReplyStreamer(TextStreamer):
-    """Prints the reply as it is generated, without the special end-of-turn token."""
-
-    def __call__(self, new_tokens: torch.Tensor) -> None:
-        self.ids.append(int(new_tokens[0]))
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):
-            self.file.write(text[self.printed:])
-            self.file.flush()
-            self.printed = len(text)
-
-
 @torch.inference_mode()
 def chat(model, tokenizer, messages, config: GenerationConfig | None = None, *, template: bool = True,
          stream: bool = False, file=None, seed: int | None = None, **overrides) -> str:
@@ -78,7 +66,7 @@ def chat(model, tokenizer, messages, config: GenerationConfig | None = None, *, 
     settings = base.replace(**{**defaults, **overrides})
     device = next(model.parameters()).device
     input_ids = torch.tensor([ids], device=device)
-    streamer = _ReplyStreamer(tokenizer, file) if stream else None
+    streamer = TextStreamer(tokenizer, file, skip_special_tokens=True) if stream else None
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     out = generate(model, input_ids, config=settings, tokenizer=tokenizer, streamer=streamer, generator=generator)
     new = out[0, input_ids.shape[1]:].tolist()

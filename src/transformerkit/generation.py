@@ -298,16 +298,18 @@ def warp_for_sampling(scores: torch.Tensor, temperature: float, top_k: int, top_
 
 
 class TextStreamer:
-    """Prints the text of row 0 as tokens arrive, holding back bytes of an unfinished character."""
+    """Prints the text of row 0 as tokens arrive, holding back bytes of an unfinished character;
+    skip_special_tokens: leave out special tokens (a chat reply's end-of-turn token)."""
 
-    def __init__(self, tokenizer, file=None):
+    def __init__(self, tokenizer, file=None, skip_special_tokens: bool = False):
         self.tokenizer, self.file = tokenizer, file or sys.stdout
+        self.skip_special_tokens = skip_special_tokens
         self.ids: list[int] = []
         self.printed = 0
 
     def __call__(self, new_tokens: torch.Tensor) -> None:
         self.ids.append(int(new_tokens[0]))
-        text = self.tokenizer.decode(self.ids)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special_tokens)
         if not text.endswith("\ufffd"):
             self.file.write(text[self.printed:])
             self.file.flush()

@@ -37,10 +37,10 @@ def open_gguf(path: str | os.PathLike):
                               "download it again") from e
 
 
-def read_metadata(reader) -> dict:
+def read_metadata(reader, skip: tuple[str, ...] = ()) -> dict:
     """The file's key-value metadata as Python values: str, int, float, bool, or lists of them
-    (tokenizer.ggml.tokens is a list of 49,152 str for SmolLM2)."""
-    return {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+    (tokenizer.ggml.tokens is a list of 49,152 str for SmolLM2); keys starting with `skip` stay unread."""
+    return {name: field.contents() for name, field in reader.fields.items() if not name.startswith(("GGUF.", *skip))}
 
 
 # --- weights in ------------------------------------------------------------------------------------
@@ -86,9 +86,8 @@ def hf_config_from_gguf(reader, path="GGUF file") -> dict:
     """The transformers config.json (model_type "llama") that the file's metadata describes; a file we
     cannot load as one (another architecture, an adapter, experts, rope scaling) is a CheckpointError."""
     # the values this needs; the tokenizer's lists (49,152 tokens, 48,900 merges for SmolLM2) stay unread
-    m = {name: field.contents() for name, field in reader.fields.items()
-         if not name.startswith(("GGUF.", "tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
-                                 "tokenizer.ggml.scores"))}
+    m = read_metadata(reader, skip=("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
+                                    "tokenizer.ggml.scores"))
     arch = m.get("general.architecture")
     if arch is None:
         raise CheckpointError(f"{path}: the GGUF metadata has no general.architecture; not a model file")
