@@ -241,3 +241,59 @@ def plot_attention(maps, tokens, path, kind: str = "self", title: str = "") -> l
     cax = fig.add_axes((0.915, 0.15, 0.012, 0.7))
     fig.colorbar(image, cax=cax, label="attention weight")
     return save_figure(fig, path, dpi=int(min(150, 3000 / max(width, height))))   # at most ~3000 px a side
+
+
+# --- one head, as the page shows it ---------------------------------------------------------------
+
+@dataclass
+class AttentionHead:
+    """One head's attention weights (T, K) with the mask that decided which keys each query may see.
+
+    `mask` is the look-ahead mask: lower-triangular ones for a decoder's masked (causal) self-attention,
+    all ones for an encoder's bidirectional self-attention and for cross-attention (the decoder reads
+    the whole source). `n_layer` counts the layers of the stack this kind of attention lives in.
+    """
+
+    kind: str                   # "self" | "encoder" | "cross"
+    layer: int
+    head: int
+    n_layer: int
+    n_head: int
+    tokens: list[str]           # queries (rows)
+    key_tokens: list[str]       # keys (columns)
+    weights: torch.Tensor       # (T, K)
+    mask: torch.Tensor          # (T, K), 1 where the query may attend to the key
+    causal: bool
+
+
+def attention_kinds(maps: AttentionMaps) -> list[str]:
+    """The kinds of attention a model's maps hold: "self" always; "encoder" and "cross" for encoder-decoders."""
+    return ["self"] + (["encoder"] if maps.encoder is not None else []) + (["cross"] if maps.cross is not None else [])
+
+
+def attention_head(maps: AttentionMaps, kind: str = "self", layer: int = 0, head: int = 0) -> AttentionHead:
+    """Layer `layer` (an index into the maps' layers; -1 the last), head `head` of one kind of attention.
+
+    kind "self" is the model's own self-attention (for an encoder-decoder: the decoder's, causal),
+    "encoder" the encoder's self-attention of an encoder-decoder, "cross" its cross-attention.
+    """
+    if kind not in attention_kinds(maps):
+        raise ConfigError(f"kind {kind!r} is not in this {maps.kind} model's attention; use one of "
+                          f"{', '.join(attention_kinds(maps))}")
+    if kind == "self":
+        weights = maps.self_attention
+        rows = cols = maps.decoder_tokens if maps.kind == "encoder-decoder" else maps.tokens
+        causal = maps.kind != "encoder"
+    elif kind == "encoder":
+        weights, rows, cols, causal = maps.encoder, maps.tokens, maps.tokens, False
+    else:
+        weights, rows, cols, causal = maps.cross, maps.decoder_tokens, maps.tokens, False
+    L, H, T, K = weights.shape
+    for name, value, n in (("layer", layer, L), ("head", head, H)):
+        if not -n <= int(value) < n:
+            raise ConfigError(f"{name} {value} does not exist: the {kind} attention has {n} {name}s "
+                              f"(0..{n - 1}); pick one within that range")
+    mask = torch.ones(T, K).tril() if causal else torch.ones(T, K)
+    return AttentionHead(kind=kind, layer=int(layer) % L, head=int(head) % H, n_layer=L, n_head=H, tokens=list(rows),
+                         key_tokens=list(cols), weights=weights[int(layer), int(head)].float(), mask=mask,
+                         causal=causal)

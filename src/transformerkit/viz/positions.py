@@ -13,7 +13,13 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from ..layers.positions import RotaryPositions, sinusoidal_table
+from ..layers.positions import (
+    LearnedPositions,
+    RelativePositionBias,
+    RotaryPositions,
+    SinusoidalPositions,
+    sinusoidal_table,
+)
 from .figures import pyplot, save_figure
 
 
@@ -126,3 +132,83 @@ def plot_rotary(path, d_head: int = 64, bases=(10000.0, 100000.0), n_positions: 
                  "position m", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+# --- a model's own encoding, as the page shows it -----------------------------------------------------
+
+def _first(model, kind: type):
+    """The model's first module of a type, the encoder's before the decoder's (module order), and its name."""
+    for name, module in model.named_modules():
+        if isinstance(module, kind):
+            return name, module
+    return None, None
+
+
+@torch.inference_mode()
+def positional_encoding(model, n_positions: int = 128, max_dims: int = 256) -> dict:
+    """What tells `model` where a token is, as numbers to draw: a dict with `kind` (the config's positions),
+    `caption` (one sentence on what the table is), `table` (a 2-D tensor), its `rows` / `columns` labels
+    (what the axes mean), `module` (where in the model the table lives) and, per kind:
+
+    - sinusoidal: PE (positions x dims), the fixed table the model adds to its embeddings;
+    - learned: the trained table (positions x dims) read from the weights (BART's unused offset rows skipped);
+    - rotary: cos(m theta_i) (positions x pairs) from the model's own inverse frequencies, plus
+      `frequencies` theta_i (pairs) and `base`;
+    - relative: T5's learned bias (heads x distance buckets) with `bidirectional`, `num_buckets`,
+      `max_distance`: the scalar added to a head's attention score for a key in that bucket;
+    - none: no table (`table` None).
+
+    At most `n_positions` positions (and the model's max_position) and `max_dims` dimensions are kept.
+    """
+    if int(n_positions) < 1:
+        raise ConfigError(f"n_positions must be >= 1, got {n_positions}")
+    config = model.config
+    P = int(n_positions) if not config.max_position else min(int(n_positions), int(config.max_position))
+    kind = config.positions
+    out = {"kind": kind, "table": None, "rows": None, "columns": None, "module": None, "n_positions": P}
+    if kind == "sinusoidal":
+        name, module = _first(model, SinusoidalPositions)
+        interleaved = config.sinusoidal_layout == "interleaved"
+        table = module.table[:P] if module is not None else sinusoidal_table(P, config.d_model, interleaved)
+        layout = "sin and cos interleaved" if interleaved else "all sines, then all cosines"
+        out.update(caption=f"Sinusoidal positions (Vaswani et al. 2017, §3.5): a fixed table PE(pos, i) added to the "
+                           f"token embeddings ({layout}); the frequency falls with the dimension i "
+                           f"(d_model {config.d_model}).",
+                   rows="position", columns="dimension i", d_model=config.d_model, layout=config.sinusoidal_layout)
+    elif kind == "learned":
+        name, module = _first(model, LearnedPositions)
+        if module is None:
+            raise ConfigError(f"{type(model).__name__} says positions='learned' but has no LearnedPositions table")
+        table = module.weight[module.offset: module.offset + P]
+        out.update(caption=f"Learned positions: a trained table, one {config.d_model}-dim vector per position, added "
+                           "to the token embeddings (GPT, BERT, BART).",
+                   rows="position", columns="dimension i", d_model=config.d_model)
+    elif kind == "rotary":
+        name, module = _first(model, RotaryPositions)
+        inv_freq = module.inv_freq.float() if module is not None else rotary_frequencies(config.d_head,
+                                                                                        config.rope_theta)
+        table = (torch.arange(P, dtype=torch.float32)[:, None] * inv_freq[None]).cos()      # (P, D/2)
+        out.update(caption=f"Rotary positions (Su et al. 2021): channel pair i of a query or key at position m turns "
+                           f"by m θ_i, θ_i = {config.rope_theta:g}^(-2i/{config.d_head}); shown: cos(m θ_i).",
+                   rows="position m", columns="channel pair i", frequencies=inv_freq.clone(),
+                   base=float(config.rope_theta), d_head=int(config.d_head))
+    elif kind == "relative":
+        name, module = _first(model, RelativePositionBias)
+        if module is None:
+            raise ConfigError(f"{type(model).__name__} says positions='relative' but has no RelativePositionBias")
+        table = module.bias.weight.T                                                        # (H, buckets)
+        direction = ("the first half of the buckets for keys before the query, the second half after"
+                     if module.bidirectional else "keys at or before the query only")
+        out.update(caption=f"Relative positions (T5, Raffel et al. 2020): a learned scalar per head and distance "
+                           f"bucket added to the attention scores ({direction}; exact up to "
+                           f"{module.num_buckets // (4 if module.bidirectional else 2)}, log-spaced to "
+                           f"{module.max_distance}).",
+                   rows="head", columns="relative-distance bucket", bidirectional=bool(module.bidirectional),
+                   num_buckets=int(module.num_buckets), max_distance=int(module.max_distance))
+    else:
+        out.update(caption="No position encoding: the model sees its tokens as a set, or learns order otherwise "
+                           "(a recurrent network reads them in order).")
+        return out
+    out["table"] = table[:, : int(max_dims)].detach().float().cpu()
+    out["module"] = name
+    return out
