@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 RUN    ?= runs/shakespeare-char
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint browser bench clean
 
 setup: $(VENV)/.installed
 
@@ -27,8 +27,18 @@ demo: setup
 	    --out $(RUN) --prompt "ROMEO:" --sample-tokens 300
 
 # The house style (ruff: lint and import order, [tool.ruff] in pyproject.toml), then the pytest suite.
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest
+
+# Debian's Chromium for the page's browser tests (tests/test_browser.py; Playwright drives it and never
+# downloads a browser of its own). Installed with apt when missing, through sudo when not root; where that
+# cannot be done, a warning, and those tests skip (TKIT_REQUIRE_BROWSER=1 makes them fail instead).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && $$SUDO apt-get update -q && \
+	     $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; then :; \
+	  else echo "WARNING: could not install chromium (apt-get install chromium as root); the browser tests will skip"; fi; }
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
