@@ -126,6 +126,8 @@ def page_router(served) -> APIRouter:
         if not 1 <= n_positions <= MAX_POSITIONS:
             raise APIError(400, f"n_positions must be 1..{MAX_POSITIONS}, got {n_positions}", param="n_positions")
         enc = await served.run(positional_encoding, model, n_positions)
-        return {key: _rounded(value, 4) if isinstance(value, torch.Tensor) else value for key, value in enc.items()}
+        # The table rounded (it is drawn); the frequencies not: the slow ones are far below 1e-4.
+        return {key: (_rounded(value, 4) if key == "table" else value.tolist()) if isinstance(value, torch.Tensor)
+                else value for key, value in enc.items()}
 
     return router

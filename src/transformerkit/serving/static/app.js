@@ -79,7 +79,8 @@ function drawHeatmap(canvas, values, opts) {
   const stride = (labels, cell) => Math.max(1, Math.ceil(13 / cell));
   const width = (labels) => labels ? Math.min(96, Math.max(...labels.map((s) => ctx.measureText(s).width))) : 0;
   ctx.font = font;
-  const left = Math.max(70, width(opts.rowLabels) + 12), top = 22 + width(opts.colLabels) + 6;
+  const rowTitleWidth = opts.rowTitle ? ctx.measureText(opts.rowTitle + " ↓").width + 12 : 0;
+  const left = Math.ceil(Math.max(rowTitleWidth, width(opts.rowLabels) + 12)), top = Math.ceil(28 + width(opts.colLabels));
   const barW = opts.bar ? 70 : 0;
   const w = left + K * cellW + 10 + barW, h = top + T * cellH + (opts.legend ? 30 : 10);
   const dpr = window.devicePixelRatio || 1;
@@ -123,12 +124,12 @@ function drawHeatmap(canvas, values, opts) {
       const [R, G, B] = opts.colour(opts.bar.max - (y / (hh - 1)) * (opts.bar.max - opts.bar.min));
       ctx.fillStyle = `rgb(${R},${G},${B})`; ctx.fillRect(x, top + y, 12, 1);
     }
-    ctx.fillStyle = "#1d2330"; ctx.textBaseline = "middle";
+    ctx.fillStyle = "#1d2330"; ctx.textAlign = "left"; ctx.textBaseline = "middle";
     ctx.fillText(fmt(opts.bar.max), x + 16, top + 4); ctx.fillText(fmt(opts.bar.min), x + 16, top + hh - 4);
   }
   if (opts.legend) {
     let x = left;
-    ctx.textBaseline = "middle";
+    ctx.textAlign = "left"; ctx.textBaseline = "middle";
     for (const [text, [R, G, B]] of opts.legend) {
       ctx.fillStyle = `rgb(${R},${G},${B})`; ctx.fillRect(x, h - 20, 12, 12);
       ctx.strokeStyle = "#aab"; ctx.strokeRect(x, h - 20, 12, 12);
