@@ -94,7 +94,10 @@ def close(rgb, expected, tolerance=3):
 
 
 def shown(page, what):
-    page.wait_for_selector(f'#attn-canvas[data-shown="{what}"]')
+    """Waits until the heat map shows `what` ("kind/layer/head") for the newest request; returns that request."""
+    page.wait_for_function("""(what) => { const c = document.getElementById('attn-canvas');
+        return c.dataset.shown === what && c.dataset.request === String(attnTicket); }""", arg=what)
+    return int(page.get_attribute("#attn-canvas", "data-request"))
 
 
 def test_page_loads_with_three_views(page, gpt):
@@ -145,10 +148,12 @@ def test_encoder_decoder_offers_encoder_decoder_and_cross_attention(page):
         assert page.is_visible("#attn-target")
         kinds = page.eval_on_selector_all("#attn-kind option", "options => options.map(o => o.value)")
         assert kinds == ["encoder", "self", "cross"]
+        first = shown(page, "encoder/1/0")                         # the page's own example sentence
         page.fill("#attn-text", "the cat sat")
         page.fill("#attn-target", "le chat")
         page.click("#attn-run")
-        shown(page, "encoder/1/0")
+        page.wait_for_function(f"attnTicket > {first}")
+        assert shown(page, "encoder/1/0") > first
         source = len(tok.encode("the cat sat", add_special_tokens=False)) + (tok.eos_token_id is not None)
         assert grid(page, "attn-canvas") == {"T": source, "K": source}
         assert close(pixel(page, "mask-canvas", 0, source - 1), MASK_ON)      # bidirectional: all ones

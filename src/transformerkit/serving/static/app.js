@@ -347,7 +347,10 @@ async function runAttention(event) {
       ? "Cross-attention has no look-ahead mask: each decoder position reads the whole source (all ones)."
       : "Bidirectional self-attention, as in BERT or any encoder: every token sees every token, before and " +
         "after it (all ones). GPT's masked self-attention would keep only the lower triangle.";
-  for (const id of ["attn-canvas", "mask-canvas"]) $(id).dataset.shown = `${a.kind}/${a.layer}/${a.head}`;
+  for (const id of ["attn-canvas", "mask-canvas"]) {     // what is drawn, and for which request (tests wait on it)
+    $(id).dataset.shown = `${a.kind}/${a.layer}/${a.head}`;
+    $(id).dataset.request = String(ticket);
+  }
 }
 
 function hoverAttention(event) {
