@@ -41,7 +41,7 @@ def main() -> None:
     app = create_app(tk.load(MODEL).eval(), tk.load_tokenizer(MODEL), MODEL)
     with running(app) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 820})
+        page = browser.new_page(viewport={"width": 1280, "height": 640})
         page.set_default_timeout(180_000)
         page.goto(base + "/")
         page.wait_for_function("document.getElementById('model-name').textContent !== '…'")
@@ -55,6 +55,7 @@ def main() -> None:
         print(f"reply in {time.perf_counter() - start:.1f} s: {page.inner_text('.msg.assistant .text')!r}")
         page.screenshot(path=str(args.out / "serve-chat.png"))
 
+        page.set_viewport_size({"width": 1280, "height": 820})
         page.click("#tab-attention")
         page.fill("#attn-text", SENTENCE)
         page.select_option("#attn-layer", str(args.layer))
