@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "tests"))          # live_server: uvicorn in a thr
 
 import transformerkit as tk  # noqa: E402
 from live_server import running  # noqa: E402
-from transformerkit.serving.app import create_app  # noqa: E402
+from transformerkit.serving import create_app  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 QUESTION = "What is the capital of France?"

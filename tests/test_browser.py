@@ -15,7 +15,7 @@ import pytest
 
 import transformerkit as tk
 from live_server import running
-from transformerkit.serving.app import ServeSettings, create_app
+from transformerkit.serving import ServeSettings, create_app
 from transformerkit.tokenization import char_tokenizer
 
 VIRIDIS_MAX, VIRIDIS_MIN = [253, 231, 37], [68, 1, 84]      # app.js's colour ramp ends

@@ -11,7 +11,7 @@ import torch
 
 import transformerkit as tk
 from live_server import running
-from transformerkit.serving.app import ServeSettings, create_app
+from transformerkit.serving import ServeSettings, create_app
 from transformerkit.serving.page import MAX_ATTENTION_TOKENS
 from transformerkit.tokenization import char_tokenizer
 from transformerkit.viz import attention_maps, rotary_frequencies
