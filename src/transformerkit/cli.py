@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import fields
@@ -863,11 +864,61 @@ def add_viz(sub) -> None:
     c.set_defaults(func=cmd_viz)
 
 
+# --- tkit serve ---------------------------------------------------------------------------------
+
+def cmd_serve(args) -> None:
+    from .serving import serve
+    from .serving.settings import ServeSettings
+
+    settings = ServeSettings(host=args.host, port=args.port, api_key=args.api_key, max_batch=args.max_batch,
+                             max_queue=args.max_queue, timeout=args.timeout, max_body_bytes=args.max_body_bytes,
+                             cors_origins=args.cors_origin or [])
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"tkit serve: warning: listening on {args.host} with no --api-key: anyone who reaches it can use "
+              "the model", file=sys.stderr)
+    serve(args.model, settings, tokenizer=args.tokenizer, dtype=args.dtype, name=args.name)
+
+
+def add_serve(sub) -> None:
+    d = _serve_defaults()
+    p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API, with a page to look inside it",
+                       description="Serve MODEL over HTTP: the OpenAI API (GET /v1/models, POST /v1/completions, "
+                                   "POST /v1/chat/completions, streaming with stream: true) and, at /, a page with "
+                                   "a chat playground, an attention explorer and the positional encoding. "
+                                   "Requests decode together (continuous batching). See docs/serving.md.")
+    p.add_argument("model", help="a preset (random weights), a checkpoint folder, a .gguf file, or an asset such "
+                                 "as smollm2-135m-instruct")
+    p.add_argument("--host", default=d.host, help=f"address to listen on (default: {d.host}, this machine only)")
+    p.add_argument("--port", type=int, default=d.port, help=f"port (default: {d.port})")
+    p.add_argument("--api-key", default=os.environ.get("TKIT_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1 and /api (default: $TKIT_API_KEY, else none)")
+    p.add_argument("--name", help="the model's name in the API (default: the asset, preset, file or folder name)")
+    p.add_argument("--tokenizer", help="tokenizer if the checkpoint has none")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="weights' dtype (default: fp32)")
+    p.add_argument("--max-batch", type=int, default=d.max_batch,
+                   help=f"continuations decoded together (default: {d.max_batch})")
+    p.add_argument("--max-queue", type=int, default=d.max_queue,
+                   help=f"requests that may wait; one more is answered 429 (default: {d.max_queue})")
+    p.add_argument("--timeout", type=float, default=d.timeout,
+                   help=f"seconds a request may take, waiting included; then 504 (default: {d.timeout:g})")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                   help=f"larger request bodies are answered 413 (default: {d.max_body_bytes})")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="a browser origin allowed to call the API (repeatable; default: none, CORS off)")
+    p.set_defaults(func=cmd_serve)
+
+
+def _serve_defaults():
+    from .serving.settings import ServeSettings
+
+    return ServeSettings()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tkit", description="transformerkit: the Transformer family from scratch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_train, add_translate, add_finetune, add_pretrain, add_generate, add_chat, add_eval, add_fill_mask,
-                add_embed, add_convert, add_info, add_data, add_analyze, add_viz):
+                add_embed, add_convert, add_info, add_data, add_analyze, add_viz, add_serve):
         add(sub)
     return parser
 

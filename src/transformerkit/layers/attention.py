@@ -71,6 +71,35 @@ class KVCache:
                 buf[:, :, :L] = buf[:, :, :L].index_select(0, index)
 
 
+    def select(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` (a row may repeat), cross-attention K/V included: rows leave a batch."""
+        self.k = [buf.index_select(0, index) for buf in self.k]
+        self.v = [buf.index_select(0, index) for buf in self.v]
+        self.cross = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
+                      for kv in self.cross]
+
+    @classmethod
+    def gather_rows(cls, parts: list[tuple[KVCache, torch.Tensor]], keep: int, room: int) -> KVCache:
+        """A new cache of some rows of several caches (continuous batching: rows leave, new ones join).
+        parts: (cache, row indices) pairs, rows in the order given. Every cache is right-aligned at its
+        `length`: its last `keep` positions are copied to positions [0, keep) of the new cache (a shorter
+        cache is left-padded with zeros), leaving `room` positions free after them."""
+        first = parts[0][0]
+        n_layer, (_, H, _, D) = len(first.k), first.k[0].shape
+        rows = sum(len(index) for _, index in parts)
+        new = cls(n_layer, rows, H, keep + room, D, first.k[0].dtype, first.k[0].device)
+        row = 0
+        for cache, index in parts:
+            n = min(keep, cache.length)
+            for layer in range(n_layer):
+                for mine, theirs in ((new.k, cache.k), (new.v, cache.v)):
+                    mine[layer][row:row + len(index), :, keep - n:keep] = \
+                        theirs[layer][index, :, cache.length - n:cache.length]
+            row += len(index)
+        new.length = keep
+        return new
+
+
 def build_attention_mask(q_len: int, k_len: int, *, key_padding: torch.Tensor | None = None,
                          causal: bool = False, q_offset: int = 0,
                          bias: torch.Tensor | None = None,

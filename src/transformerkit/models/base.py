@@ -57,6 +57,44 @@ class DecodeState:
             self.recurrent[name] = value.index_select(0, index)
 
 
+    def select(self, index: torch.Tensor) -> DecodeState:
+        """Keep batch rows `index` (a row may repeat), encoder side included: rows leave a batch. Returns self."""
+        if self.cache is not None:
+            self.cache.select(index)
+        for name in ("key_padding", "memory", "memory_mask", "memory_keys"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).index_select(0, index))
+        for name, value in self.recurrent.items():
+            self.recurrent[name] = value.index_select(0, index)
+        return self
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Real (not padding) positions of each row in the cache (B,); rows are padded on the left only."""
+        L = self.cache.length
+        if self.key_padding is None:
+            return torch.full((self.cache.k[0].shape[0],), L, dtype=torch.long, device=self.cache.k[0].device)
+        return self.key_padding[:, :L].sum(1)
+
+    @classmethod
+    def gather_rows(cls, parts: list[tuple[DecodeState, torch.Tensor]], room: int) -> DecodeState:
+        """One decoding state of some rows of several (continuous batching: finished rows leave, new
+        prompts join between two steps). parts: (state, row indices); a row may be given twice (n
+        samples of one prompt). Rows are right-aligned and left-padded, as a batch of prompts of several
+        lengths is, so the model's positions (counted from each row's first real token) and masks stay
+        right. `room`: positions left free for the tokens still to come. Decoder-only states only: an
+        encoder-decoder's rows carry encoder outputs of several lengths (they decode in fixed batches)."""
+        if any(s.cache is None or s.memory is not None or s.recurrent for s, _ in parts):
+            raise GenerationError("only a decoder-only model's decoding rows can be regrouped")
+        lengths = torch.cat([s.lengths[index] for s, index in parts])                  # (B,)
+        keep = int(lengths.max())
+        cache = KVCache.gather_rows([(s.cache, index) for s, index in parts], keep, room)
+        # Real positions: each row's last `lengths` of the kept ones, and all of the room.
+        columns = torch.arange(keep + room, device=lengths.device)
+        key_padding = columns[None, :] >= (keep - lengths)[:, None]                   # (B, keep + room)
+        return cls(cache=cache, key_padding=None if bool(key_padding.all()) else key_padding)
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean next-token cross-entropy: position t predicts labels[t + 1]; IGNORE_INDEX is ignored."""
     # Shift the labels, not the logits: logits[:, :-1] would copy the (B, T, V) logits, and their
