@@ -250,3 +250,41 @@ def test_cli_binds_loopback_by_default():
 
     args = build_parser().parse_args(["serve", "smollm2-135m-instruct"])
     assert (args.host, args.port, args.api_key) == ("127.0.0.1", 8000, None)
+
+
+def test_tkit_serve_runs_a_preset_as_a_command(tmp_path):
+    """`tkit serve gpt2-tiny` as a user starts it: random weights with GPT-2's vocabulary, the key required."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "transformerkit.cli", "serve", "gpt2-tiny", "--port", str(port),
+                             "--api-key", "k"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0, timeout=30)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                assert [m.id for m in client.models.list().data] == ["gpt2-tiny"]
+                break
+            except openai.APIConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "tkit serve did not start"
+                time.sleep(0.3)
+        assert client.completions.create(model="gpt2-tiny", prompt="Hi", max_tokens=3).usage.prompt_tokens == 1
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="nope", max_retries=0).models.list()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "weights are random" in err
+
+
+def test_a_tokenizer_larger_than_the_model_is_refused():
+    from transformerkit.errors import ConfigError
+    from transformerkit.serving import load_served
+
+    with pytest.raises(ConfigError, match="tokenizer has"):
+        load_served("llama-tiny", tokenizer="gpt2")
