@@ -27,6 +27,13 @@ def load_tokenizer(name_or_path):
     return _load(name_or_path)
 
 
+def quantize(model, scheme: str = "int8", group_size: int = 64, lm_head: bool = True):
+    """Weight-only int8 (per channel) or int4 (groups of group_size) linear layers, in place, for CPU
+    decoding; returns the model (see quantization.py)."""
+    from .quantization import quantize as _quantize
+    return _quantize(model, scheme, group_size=group_size, lm_head=lm_head)
+
+
 def fetch(name: str):
     """The local folder of a catalog asset, fetched from its registry and checked (see assets.py)."""
     from .assets import fetch as _fetch
@@ -36,4 +43,4 @@ def fetch(name: str):
 __all__ = ["build", "load", "load_tokenizer", "generate", "chat", "GenerationConfig", "fetch", "embed", "similarity",
            "fill_mask", "ModelConfig", "PRESETS", "get_preset", "TransformerKitError", "ConfigError",
            "CheckpointError", "AssetError", "DataError", "GenerationError",
-           "perplexity", "loglikelihood", "evaluate"]
+           "perplexity", "loglikelihood", "evaluate", "quantize"]

@@ -346,10 +346,8 @@ def _generation_flags(args) -> dict:
 
 
 def _load_for_generation(args, check_tokenizer=None):
-    """The model (in --dtype) and its tokenizer (or --tokenizer) of a checkpoint, GGUF file or asset;
-    `check_tokenizer(tokenizer)` runs before the model is loaded."""
-    import torch
-
+    """The model (in --dtype, --quantize) and its tokenizer (or --tokenizer) of a checkpoint, GGUF file or
+    asset; `check_tokenizer(tokenizer)` runs before the model is loaded."""
     from . import load, load_tokenizer
     from .interop import resolve_checkpoint
 
@@ -357,10 +355,23 @@ def _load_for_generation(args, check_tokenizer=None):
     tokenizer = load_tokenizer(args.tokenizer or folder)
     if check_tokenizer is not None:
         check_tokenizer(tokenizer)
-    model = load(folder)
-    if args.dtype == "bf16":
-        model = model.to(torch.bfloat16)
-    return model, tokenizer
+    return _for_inference(load(folder), args), tokenizer
+
+
+def _for_inference(model, args):
+    """--dtype, --quantize and --group-size applied to a loaded model."""
+    from .quantization import for_inference
+
+    return for_inference(model, args.dtype, args.quantize, args.group_size)
+
+
+def _add_weight_flags(p) -> None:
+    """How the weights are held for inference: --dtype, --quantize, --group-size."""
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="weights' dtype (default: fp32)")
+    p.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                   help="weight-only quantization of the linear layers for CPU decoding: int8 per output channel, "
+                        "int4 in groups of --group-size (default: none)")
+    p.add_argument("--group-size", type=int, default=64, help="int4 group size: 32, 64, 128 or 256 (default: 64)")
 
 
 def _add_generation_flags(p, max_new_tokens: int, temperature: float) -> None:
@@ -379,7 +390,7 @@ def _add_generation_flags(p, max_new_tokens: int, temperature: float) -> None:
     p.add_argument("--stop", action="append", help="stop when this string appears (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--truncate", action="store_true", help="keep the last tokens of a prompt that is too long")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="weights' dtype (default: fp32)")
+    _add_weight_flags(p)
 
 
 def cmd_generate(args) -> None:
@@ -492,7 +503,7 @@ def cmd_eval(args) -> None:
             raise ConfigError(f"--data is for --task perplexity; task {args.task!r} brings its own data")
         task = load_icl_task(args.task, split=args.split or "test", max_words=args.max_words)   # before the model
         folder = resolve_checkpoint(args.checkpoint)
-        model, tokenizer = load_pretrained(folder), load_tokenizer(args.tokenizer or folder)
+        model, tokenizer = _for_inference(load_pretrained(folder), args), load_tokenizer(args.tokenizer or folder)
         records = []
         for shots in args.shots:
             start = time.perf_counter()
@@ -514,7 +525,7 @@ def cmd_eval(args) -> None:
             raise ConfigError("--task perplexity scores a text: give --data ptb (with --split) or a text file")
         text = corpus_split(args.data, args.split)   # an unknown corpus or split fails before the model loads
         folder = resolve_checkpoint(args.checkpoint)
-        model, tokenizer = load_pretrained(folder), load_tokenizer(args.tokenizer or folder)
+        model, tokenizer = _for_inference(load_pretrained(folder), args), load_tokenizer(args.tokenizer or folder)
         result = perplexity(model, tokenizer, text, max_length=args.max_length, stride=args.stride,
                             batch_size=args.batch_size)
         split = f" ({args.split or 'default split'})" if not Path(str(args.data)).is_file() else ""
@@ -562,6 +573,7 @@ def add_eval(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="windows or (prompt, choice) pairs per forward pass "
                                                                "(default: 8)")
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON to this file")
+    _add_weight_flags(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -876,7 +888,8 @@ def cmd_serve(args) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"tkit serve: warning: listening on {args.host} with no --api-key: anyone who reaches it can use "
               "the model", file=sys.stderr)
-    serve(args.model, settings, tokenizer=args.tokenizer, dtype=args.dtype, name=args.name)
+    serve(args.model, settings, tokenizer=args.tokenizer, dtype=args.dtype, name=args.name, quantize=args.quantize,
+          group_size=args.group_size)
 
 
 def add_serve(sub) -> None:
@@ -894,7 +907,7 @@ def add_serve(sub) -> None:
                    help="require 'Authorization: Bearer KEY' on /v1 and /api (default: $TKIT_API_KEY, else none)")
     p.add_argument("--name", help="the model's name in the API (default: the asset, preset, file or folder name)")
     p.add_argument("--tokenizer", help="tokenizer if the checkpoint has none")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="weights' dtype (default: fp32)")
+    _add_weight_flags(p)
     p.add_argument("--max-batch", type=int, default=d.max_batch,
                    help=f"continuations decoded together (default: {d.max_batch})")
     p.add_argument("--max-queue", type=int, default=d.max_queue,

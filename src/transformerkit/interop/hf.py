@@ -219,6 +219,10 @@ def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = Fals
         state = read_state_dict(directory)
     config = config.replace(**overrides) if overrides else config
     model = build(config, task=task or default_task)
+    quantization = _saved_quantization(directory)
+    if quantization is not None:   # a model saved after tk.quantize: its int8 / int4 layers, then their weights
+        from ..quantization import quantized_structure  # quantization sits above interop
+        quantized_structure(model, quantization)
     if conv.tie_from_weights and config.tie_embeddings and "tie_embeddings" not in overrides \
             and _holds_untied_copies(model, state, conv):
         model = build(config.replace(tie_embeddings=False), task=task or default_task)
@@ -232,6 +236,14 @@ def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = Fals
     if generation is not None:
         model.generation_config = generation
     return model.eval()   # as transformers' from_pretrained: ready for inference, model.train() to train
+
+
+def _saved_quantization(directory: Path) -> dict | None:
+    """The "quantization" entry of a folder's config.json (written by save_pretrained of a quantized model)."""
+    config_file = directory / "config.json"
+    if directory.suffix == ".gguf" or not config_file.exists():
+        return None
+    return json.loads(config_file.read_text()).get("quantization")
 
 
 def _tied_names(model) -> set[str]:
@@ -346,8 +358,9 @@ def save_pretrained(model, directory) -> None:
     leaves a half-written checkpoint; other files in `directory` (a tokenizer) are kept.
     """
     task = model.task
-    conv = next((c for c in CONVERTERS.values() if c.family == model.config.family and c.accepts(model.config)),
-                NATIVE)
+    quantization = getattr(model, "quantization", None)   # quantized layers: only our own layout names them
+    conv = NATIVE if quantization else next(
+        (c for c in CONVERTERS.values() if c.family == model.config.family and c.accepts(model.config)), NATIVE)
     tied = _tied_names(model)
     theirs = {}
     for name, tensor in model.state_dict().items():
@@ -362,7 +375,10 @@ def save_pretrained(model, directory) -> None:
                 memory_format=torch.contiguous_format)   # own storage: tied copies may be saved twice
     with atomic_files(directory) as tmp:
         save_file(theirs, tmp / "model.safetensors", metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(conv.config_to_hf(model.config, task), indent=2) + "\n")
+        hf_config = conv.config_to_hf(model.config, task)
+        if quantization:
+            hf_config["quantization"] = quantization
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         if model.generation_config is not None:   # tk.load's, or set by the user
             model.generation_config.save_pretrained(tmp, model.config)
 

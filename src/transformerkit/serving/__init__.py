@@ -14,19 +14,17 @@ from .app import Served, ServeSettings, create_app
 PRESET_TOKENIZERS = {50257: "gpt2", 30522: "bert-base-uncased"}
 
 
-def load_served(spec: str, tokenizer: str | None = None, dtype: str = "fp32"):
+def load_served(spec: str, tokenizer: str | None = None, dtype: str = "fp32", quantize: str | None = None,
+                group_size: int = 64):
     """(model, tokenizer, name) for MODEL as `tkit serve` takes it: a checkpoint folder, a GGUF file, an asset
     with weights (smollm2-135m-instruct), or a preset name (random weights: for trying the server and the
     page; the tokenizer is its family's public one when the vocabulary size says which, else --tokenizer).
-    The name is what clients send as "model": the asset or preset name, or the file or folder's name."""
-    import torch
-
+    The name is what clients send as "model": the asset or preset name, or the file or folder's name.
+    dtype, quantize, group_size: how the weights are held (quantization.for_inference)."""
     from .. import build, load, load_tokenizer
     from ..interop import resolve_checkpoint
     from ..models import PRESETS
-
-    if dtype not in ("fp32", "bf16"):
-        raise ConfigError(f"dtype must be fp32 or bf16, got {dtype!r}")
+    from ..quantization import for_inference
     if spec in PRESETS and not Path(spec).exists():
         model = build(spec)
         tokenizer = tokenizer or PRESET_TOKENIZERS.get(model.config.vocab_size)
@@ -39,8 +37,7 @@ def load_served(spec: str, tokenizer: str | None = None, dtype: str = "fp32"):
         folder = resolve_checkpoint(spec)
         tok = load_tokenizer(tokenizer or folder)
         model = load(folder)
-    if dtype == "bf16":
-        model = model.to(torch.bfloat16)
+    model = for_inference(model, dtype, quantize, group_size)
     vocab = getattr(tok, "vocab_size", None)
     if vocab is not None and vocab > model.config.vocab_size:
         raise ConfigError(f"the tokenizer has {vocab} tokens but the model only {model.config.vocab_size}; "
@@ -49,12 +46,12 @@ def load_served(spec: str, tokenizer: str | None = None, dtype: str = "fp32"):
 
 
 def serve(spec: str, settings: ServeSettings | None = None, tokenizer: str | None = None, dtype: str = "fp32",
-          name: str | None = None) -> None:
+          name: str | None = None, quantize: str | None = None, group_size: int = 64) -> None:
     """Load MODEL and serve it until interrupted (uvicorn). Binds settings.host, 127.0.0.1 by default."""
     import uvicorn
 
     settings = settings or ServeSettings()
-    model, tok, default_name = load_served(spec, tokenizer, dtype)
+    model, tok, default_name = load_served(spec, tokenizer, dtype, quantize, group_size)
     app = create_app(model, tok, name or default_name, settings)
     print(f"tkit serve: {name or default_name} at http://{settings.host}:{settings.port}/ "
           f"(OpenAI API under /v1{', key required' if settings.api_key else ''})", file=sys.stderr)

@@ -1,0 +1,98 @@
+"""Weight-only int8 / int4 linear layers on torch's CPU kernels: each computes what its dequantized float
+weight computes, the quantization error is what the format allows, and bad requests are refused."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import transformerkit as tk
+from transformerkit.errors import ConfigError
+from transformerkit.quantization import Int4Linear, Int8Linear
+
+
+def float_twin(quantized: nn.Module, reference: nn.Module) -> nn.Module:
+    """`reference` (the float model) with every quantized layer's weight replaced by what that layer dequantizes
+    to: the float model the quantized one should compute."""
+    twin = copy.deepcopy(reference)
+    layers = dict(quantized.named_modules())
+    for name, module in twin.named_modules():
+        if isinstance(layers.get(name), (Int8Linear, Int4Linear)):
+            module.weight = nn.Parameter(layers[name].dequantized().clone(), requires_grad=False)
+    return twin
+
+
+@pytest.mark.parametrize("scheme,group_size", [("int8", 64), ("int4", 32), ("int4", 64), ("int4", 128)])
+@pytest.mark.parametrize("preset", ["llama-tiny", "gpt2-tiny"])
+def test_quantized_model_computes_its_dequantized_weights(preset, scheme, group_size):
+    model = tk.build(preset, d_model=128, n_head=4, d_ff=256).eval().requires_grad_(False)
+    ids = torch.randint(0, model.config.vocab_size, (2, 12))
+    reference = copy.deepcopy(model)
+    tk.quantize(model, scheme, group_size=group_size)
+    kinds = {type(m) for m in model.modules()}
+    assert (Int8Linear if scheme == "int8" else Int4Linear) in kinds and nn.Linear not in kinds
+    out = model(ids).logits
+    twin = float_twin(model, reference)(ids).logits
+    torch.testing.assert_close(out, twin, atol=1e-4, rtol=1e-4)
+    # The quantization error is small next to the logits (int4 more than int8).
+    error = (out - reference(ids).logits).abs().max() / reference(ids).logits.abs().max()
+    assert error < (0.05 if scheme == "int8" else 0.3)
+    # Greedy decoding runs through the quantized layers.
+    new = tk.generate(model, ids[:1, :4], max_new_tokens=5, do_sample=False)
+    assert torch.equal(new, tk.generate(float_twin(model, reference), ids[:1, :4], max_new_tokens=5, do_sample=False))
+
+
+def test_int8_and_int4_round_trip_the_weights():
+    torch.manual_seed(0)
+    linear = nn.Linear(256, 64, bias=True).requires_grad_(False)
+    q8 = Int8Linear.from_linear(linear)
+    step8 = linear.weight.abs().amax(1, keepdim=True) / 127
+    assert ((q8.dequantized() - linear.weight).abs() <= step8 / 2 + 1e-7).all()   # half a step per weight
+    q4 = Int4Linear.from_linear(linear, 32)
+    groups = linear.weight.reshape(64, 8, 32)
+    step4 = ((groups.amax(-1) - groups.amin(-1)) / 15)[..., None]
+    assert ((q4.dequantized().reshape(64, 8, 32) - groups).abs() <= step4 / 2 + 1e-6).all()
+    assert q4.codes().min() >= 0 and q4.codes().max() <= 15
+
+
+def test_lm_head_can_stay_in_float():
+    model = tk.build("llama-tiny").eval().requires_grad_(False)
+    tk.quantize(model, "int8", lm_head=False)
+    assert type(model.lm_head) is nn.Linear and model.quantization["lm_head"] is False
+
+
+def test_bad_requests_are_refused():
+    model = tk.build("gpt2-tiny")
+    with pytest.raises(ConfigError, match="training mode"):
+        tk.quantize(model, "int8")
+    model.eval()
+    with pytest.raises(ConfigError, match="require gradients"):
+        tk.quantize(model, "int8")
+    model.requires_grad_(False)
+    with pytest.raises(ConfigError, match="group_size=16 .* 32, 64, 128, 256"):
+        tk.quantize(model, "int4", group_size=16)
+    with pytest.raises(ConfigError, match="unknown quantization"):
+        tk.quantize(model, "int3")
+    tk.quantize(model, "int4", group_size=32)
+    with pytest.raises(ConfigError, match="already quantized"):
+        tk.quantize(model, "int8")
+    with pytest.raises(ConfigError, match="CPU kernels only.*meta"):
+        model.lm_head(torch.zeros(1, 64, device="meta"))
+
+
+def test_a_model_off_the_cpu_is_refused():
+    model = tk.build("gpt2-tiny").eval().requires_grad_(False).to("meta")
+    with pytest.raises(ConfigError, match="CPU kernels; the model is on meta"):
+        tk.quantize(model, "int4", group_size=32)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_a_quantized_model_saves_and_loads(tmp_path, scheme):
+    model = tk.build("llama-tiny", d_ff=256).eval().requires_grad_(False)
+    tk.quantize(model, scheme, group_size=32)
+    ids = torch.randint(0, model.config.vocab_size, (1, 9))
+    model.save_pretrained(tmp_path / "q")
+    loaded = tk.load(tmp_path / "q")
+    assert loaded.quantization == model.quantization
+    assert {type(m) for m in loaded.modules()} == {type(m) for m in model.modules()}
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=0, rtol=0)
