@@ -45,9 +45,15 @@ def _add_train_options(p, d, skip: tuple[str, ...] = ()) -> None:
             p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{text} (default: {getattr(d, name)})")
     p.add_argument("--schedule", choices=["cosine", "noam", "constant"], help=f"learning-rate schedule "
                                                                               f"(default: {d.schedule})")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], help=f"bf16 = autocast (default: {d.dtype})")
+    p.add_argument("--dtype", choices=["fp32", "bf16"],
+                   help=f"bf16 = autocast (--strategy fsdp on a GPU: FSDP's bf16 mixed precision) "
+                        f"(default: {d.dtype})")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--strategy", choices=["ddp", "fsdp"],
+                   help="how torchrun's processes share the work: ddp = a whole model per process, gradients "
+                        "averaged; fsdp = parameters, gradients and optimizer state sharded over the processes "
+                        "(launch with torchrun; docs/distributed.md) (default: ddp)")
 
 
 def _train_config(args, defaults):

@@ -1,6 +1,7 @@
 """One training loop for every model and objective: AdamW, warmup + cosine, gradient
-accumulation, bf16 autocast, torch.compile, data parallel (torchrun), periodic validation,
-JSON-lines metrics and atomic checkpoints that resume bit for bit.
+accumulation, bf16 autocast, torch.compile, data parallel or fully sharded data parallel (torchrun;
+`strategy`, training/fsdp.py), periodic validation, JSON-lines metrics and atomic checkpoints that
+resume bit for bit.
 
 Exact resume rests on three choices:
 - the rows of step s are a pure function of (seed, s) (`batch_indices`), so no data-loader
@@ -42,6 +43,7 @@ from .schedule import SCHEDULES, learning_rate
 CHECKPOINT = "checkpoint"
 STATE_FILE = "trainer_state.pt"
 METRICS_FILE = "metrics.jsonl"
+STRATEGIES = ("ddp", "fsdp")      # how processes under torchrun share the work (TrainConfig.strategy)
 
 
 @dataclass
@@ -69,11 +71,15 @@ class TrainConfig(DictMixin):
     out_dir: str = "runs/train"
     time_limit: float = 0.0       # stop after this many seconds of training (0: none): equal budgets
     peak_flops: float = 0.0       # hardware peak FLOP/s for MFU; 0: the datasheet's for a known GPU, else measured
+    strategy: str = "ddp"         # under torchrun: ddp (replicate the model) | fsdp (shard it; training/fsdp.py)
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
         if self.dtype not in ("fp32", "bf16"):
             raise ConfigError(f"TrainConfig.dtype={self.dtype!r}; choose 'fp32' or 'bf16'")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"TrainConfig.strategy={self.strategy!r}; choose one of {', '.join(STRATEGIES)} "
+                              "(ddp: a copy of the model per process; fsdp: the model sharded over them)")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"TrainConfig.schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         for name in ("max_steps", "batch_size", "grad_accum", "block_size", "eval_interval",
@@ -111,12 +117,18 @@ class Distributed:
         return t
 
 
-def setup(device: str) -> tuple[Distributed, torch.device]:
-    """Join the torchrun process group when WORLD_SIZE > 1 and pick this process's device."""
+def setup(device: str, strategy: str = "ddp") -> tuple[Distributed, torch.device]:
+    """Join the torchrun process group when WORLD_SIZE > 1 (or for FSDP, which needs one even for a
+    single process) and pick this process's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if strategy == "fsdp" and not ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
+        raise ConfigError("strategy 'fsdp' shards the model over the processes of a torchrun job, and this "
+                          "process was not started by torchrun; launch it with `torchrun --nproc_per_node N "
+                          "-m transformerkit.cli train ... --strategy fsdp` (N processes, one per device), or "
+                          "train in one process with strategy 'ddp' (the default)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if world_size <= 1:
+    if world_size <= 1 and strategy != "fsdp":
         return Distributed(), torch.device(device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
@@ -185,20 +197,28 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
 
 @torch.no_grad()
 def evaluate(model, blocks, config: TrainConfig, micro: int, make_batch, autocast, ddp: Distributed,
-             device: torch.device) -> float:
+             device: torch.device, sharded: bool = False) -> float:
     """Mean loss on a fixed slice of the validation rows, so evaluations compare across steps.
 
     Each process takes every world_size-th row; the loss is averaged per row. Eval mode
-    draws no random numbers, so validating does not change the training run.
+    draws no random numbers, so validating does not change the training run. A sharded model
+    gathers each block's parameters with the other processes in every forward, so there every
+    process runs as many forwards as rank 0 (which has the most rows), the extra ones uncounted.
     """
-    rows = blocks[: config.eval_batches * config.batch_size][ddp.rank::ddp.world_size]
+    used = blocks[: config.eval_batches * config.batch_size]
+    rows = used[ddp.rank::ddp.world_size]
+    chunks = [(chunk, True) for chunk in rows.split(micro)]
+    if sharded:
+        most = -(-len(used[::ddp.world_size]) // micro)
+        chunks += [(used[:1], False)] * (most - len(chunks))
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)          # (sum of row losses, rows)
-    for chunk in rows.split(micro):
+    for chunk, counted in chunks:
         with autocast:
             loss = model(**make_batch(chunk.to(device, torch.long))).loss
-        total[0] += loss.double() * len(chunk)
-        total[1] += len(chunk)
+        if counted:
+            total[0] += loss.double() * len(chunk)
+            total[1] += len(chunk)
     model.train()
     total = ddp.mean(total)
     return (total[0] / total[1]).item()
@@ -355,8 +375,9 @@ def _check_inputs(model, train_blocks, valid_blocks, config: TrainConfig, extra_
                           f"{model.config.max_position - 1}")
     if config.batch_size % (world_size * config.grad_accum):
         raise ConfigError(f"batch_size={config.batch_size} must split into {world_size} processes x "
-                          f"grad_accum={config.grad_accum} equal micro-batches; make it a multiple of "
-                          f"{world_size * config.grad_accum}")
+                          f"grad_accum={config.grad_accum} equal micro-batches (strategy {config.strategy!r} gives "
+                          f"every process an equal slice of the global batch); make it a multiple of "
+                          f"{world_size * config.grad_accum}, or change the process count or grad_accum")
     reserved = {"config.json", "model.safetensors", STATE_FILE}
     for name in extra_files or {}:
         if Path(name).name != name or name in reserved:
@@ -364,10 +385,24 @@ def _check_inputs(model, train_blocks, valid_blocks, config: TrainConfig, extra_
                               f"{', '.join(sorted(reserved))}")
 
 
-def _restore(state: dict, optimizer, config: TrainConfig, ddp: Distributed, device: torch.device) -> _RunState:
+def _check_strategy(state: dict, config: TrainConfig, out_dir: Path) -> None:
+    """The optimizer state is keyed by parameter number under DDP and by parameter name under FSDP."""
+    saved = state["train_config"].get("strategy", "ddp")
+    if saved != config.strategy:
+        raise CheckpointError(f"the checkpoint in {out_dir / CHECKPOINT} was saved with strategy {saved!r}, and its "
+                              f"optimizer state does not load under {config.strategy!r}; resume with strategy "
+                              f"{saved!r} (--strategy {saved}), or start a new run in another out_dir from its weights")
+
+
+def _restore(state: dict, optimizer, config: TrainConfig, ddp: Distributed, device: torch.device,
+             sharded_model=None) -> _RunState:
     """Put back the optimizer, this process's RNG and the loop's counters from a checkpoint."""
     _warn_changed(state["train_config"], config)
-    optimizer.load_state_dict(state["optimizer"])
+    if sharded_model is not None:
+        from . import fsdp
+        fsdp.load_full_optimizer_state(sharded_model, optimizer, state["optimizer"])
+    else:
+        optimizer.load_state_dict(state["optimizer"])
     run = _RunState.from_dict(state["run"], device)
     if ddp.rank < len(state["rng"]):
         _set_rng_state(state["rng"][ddp.rank], device)
@@ -394,9 +429,11 @@ def train(model, train_blocks: torch.Tensor, valid_blocks: torch.Tensor | None, 
     sample_batch(step) -> (batch_size,) row indices replaces the uniform `batch_indices`; it must be
     a pure function of the step too (translation batches pairs of similar length this way).
     Returns a summary dict.
-    Under torchrun, call it in every process; only rank 0 writes files.
+    Under torchrun, call it in every process; only rank 0 writes files. With config.strategy 'fsdp'
+    (torchrun only) a sharded copy trains and `model` itself is left on the CPU holding the trained
+    weights (training/fsdp.py); with 'ddp' `model` trains in place on the device.
     """
-    ddp, device = setup(config.device)
+    ddp, device = setup(config.device, config.strategy)
     try:
         return _train(model, train_blocks, valid_blocks, config, resume, tokenizer, extra_files, make_batch,
                       make_valid_batch, sample_batch, ddp, device)
@@ -415,20 +452,29 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
     micro = per_rank // config.grad_accum
     _prepare_out_dir(out_dir, resume, ddp)
 
-    model.to(device)
+    sharded = config.strategy == "fsdp"
+    if sharded:
+        from . import fsdp  # at call time: torch's FSDP modules take most of a second to import
+    model.to("cpu" if sharded else device)       # under FSDP only shards go to the device (fsdp.shard)
     model.train()
     state = load_checkpoint(out_dir, model) if resume else None
-    optimizer = make_optimizer(model, config, device)
-    net = torch.compile(model) if config.compile else model
+    if state is not None:
+        _check_strategy(state, config, out_dir)
+    # The module whose parameters the optimizer updates: `model` itself, or its sharded copy.
+    trained = fsdp.shard(model, device, config.dtype) if sharded else model
+    optimizer = make_optimizer(trained, config, device)
+    net = torch.compile(trained) if config.compile else trained
     wrapped = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None) \
-        if ddp.world_size > 1 else net
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16")
+        if ddp.world_size > 1 and not sharded else net
+    # Under FSDP on a GPU the bf16 casts are FSDP's mixed-precision policy rather than autocast.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=config.dtype == "bf16" and not (sharded and fsdp.mixed_precision(device, "bf16")))
 
     if state is None:
         run = _RunState.fresh(device)
         torch.manual_seed(config.seed + ddp.rank)          # dropout differs per process, data order does not
     else:
-        run = _restore(state, optimizer, config, ddp, device)
+        run = _restore(state, optimizer, config, ddp, device, trained if sharded else None)
 
     # A live bar on a terminal; in a log file one plain line per log interval instead (progress.py).
     bar = progress_bar(total=config.max_steps, initial=run.step, enabled=ddp.is_main)
@@ -447,7 +493,9 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
         tokens = torch.zeros((), dtype=torch.long, device=device)
         for i, chunk in enumerate(rows.split(micro)):
             last = i == config.grad_accum - 1
-            sync = wrapped.no_sync() if ddp.world_size > 1 and not last else nullcontext()
+            # DDP all-reduces in the last micro-batch's backward only; FSDP reduce-scatters in each, so
+            # the accumulated gradients stay sharded (skipping would hold whole gradients instead).
+            sync = wrapped.no_sync() if ddp.world_size > 1 and not sharded and not last else nullcontext()
             with sync:
                 batch = make_batch(chunk.to(device, torch.long))
                 tokens += batch_tokens(batch, model.is_encoder_decoder, default=chunk.shape[0] * config.block_size)
@@ -456,7 +504,7 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
                 loss.backward()
             total += loss.detach()
         if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)   # DTensors: the global norm
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return total, tokens
@@ -464,7 +512,7 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
     def validate() -> None:
         if valid_blocks is None or (run.val_history and run.val_history[-1][0] == run.step):
             return
-        val = evaluate(net, valid_blocks, config, micro, make_valid_batch, autocast, ddp, device)
+        val = evaluate(net, valid_blocks, config, micro, make_valid_batch, autocast, ddp, device, sharded)
         run.val_history.append([run.step, val])
         if ddp.is_main:
             _log(out_dir, {"step": run.step, "val_loss": val, "elapsed": run.elapsed()})
@@ -477,9 +525,14 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
         if ddp.world_size > 1:
             rngs = [None] * ddp.world_size
             dist.all_gather_object(rngs, _rng_state(device))
+        if sharded:       # whole weights into `model` (written as usual) and the whole optimizer state, both by name
+            fsdp.gather_weights(trained, model)
+            optimizer_state = fsdp.full_optimizer_state(trained, optimizer)
+        else:
+            optimizer_state = optimizer.state_dict() if ddp.is_main else None
         if ddp.is_main:
             save_checkpoint(out_dir, model, {
-                "step": run.step, "optimizer": optimizer.state_dict(), "rng": rngs, "run": run.to_dict(),
+                "step": run.step, "optimizer": optimizer_state, "rng": rngs, "run": run.to_dict(),
                 "train_config": config.to_dict(), "model_config": model.config.to_dict(),
             }, tokenizer, extra_files)
         run.saved_step = run.step
@@ -529,7 +582,7 @@ def _train(model, train_blocks, valid_blocks, config: TrainConfig, resume, token
                 checkpoint()
         validate()
         if run.saved_step != run.step:
-            checkpoint()
+            checkpoint()            # under FSDP this also leaves the final weights in `model`
     finally:
         bar.close()
     return run.summary(out_dir)
@@ -586,7 +639,7 @@ def _log(out_dir: Path, row: dict) -> None:
 def _warn_changed(saved: dict, config: TrainConfig) -> None:
     """Changing settings other than length and reporting breaks the match with an uninterrupted run."""
     harmless = {"max_steps", "eval_interval", "log_interval", "save_interval", "eval_batches", "out_dir",
-                "device", "compile", "time_limit", "peak_flops"}
+                "device", "compile", "time_limit", "peak_flops", "strategy"}   # strategy: _check_strategy
     saved = {**saved, "betas": tuple(saved.get("betas", ()))}
     changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in config.to_dict().items()
                if k not in harmless and saved.get(k) != v]
