@@ -22,8 +22,10 @@ from transformerkit.models import build
 from transformerkit.training import TrainConfig, train
 from transformerkit.training.trainer import _check_inputs
 
-# A tiny GPT without dropout, so one process and two compute the same thing. decay_steps is fixed
-# so that a run stopped early (max_steps=STOP) follows the same schedule as the full one.
+# A tiny model without dropout, so one process and two compute the same thing: GPT (its output layer is
+# its input embedding) or T5 (one embedding under three names: encoder, decoder, output), the latter
+# translating the first 4 tokens of a row into the other 5. decay_steps is fixed so that a run stopped
+# early (max_steps=STOP) follows the same schedule as the full one.
 SCRIPT = """
 import json, os, sys, torch
 torch.set_num_threads(1)
@@ -31,7 +33,8 @@ from torch.distributed.tensor import DTensor
 from transformerkit.models import build
 from transformerkit.training import TrainConfig, fsdp, train
 
-out_dir, strategy, max_steps, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume"
+out_dir, strategy, max_steps, resume, preset = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume", \
+    sys.argv[5]
 real_shard = fsdp.shard
 
 def recording_shard(*args, **kwargs):
@@ -46,13 +49,15 @@ def recording_shard(*args, **kwargs):
 
 fsdp.shard = recording_shard
 torch.manual_seed(0)
-model = build("gpt2-tiny", vocab_size=16, d_model=32, n_layer=2, n_head=2, d_ff=64, max_position=9,
-              dropout=0.0, attn_dropout=0.0)
+shape = dict(vocab_size=16, d_model=32, n_layer=2, n_head=2, d_ff=64, dropout=0.0, attn_dropout=0.0)
+model = build(preset, **shape, max_position=9) if preset == "gpt2-tiny" else \
+    build(preset, **shape, activation_dropout=0.0)
+make_batch = None if preset == "gpt2-tiny" else (lambda rows: {"input_ids": rows[:, :4], "labels": rows[:, 4:]})
 blocks = torch.randint(0, 16, (40, 9), generator=torch.Generator().manual_seed(0))
 train(model, blocks[:32], blocks[32:], TrainConfig(
     max_steps=max_steps, batch_size=8, grad_accum=2, block_size=8, lr=1e-2, warmup_steps=2, decay_steps=6,
     log_interval=1, eval_interval=3, eval_batches=1, save_interval=3, device="cpu", out_dir=out_dir,
-    strategy=strategy), resume=resume)
+    strategy=strategy), resume=resume, make_batch=make_batch)
 """
 STEPS, STOP = 6, 4
 
@@ -66,7 +71,7 @@ def _free_port():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Run folders: 'one' (one plain process), 'two' (2 FSDP processes), 'resumed' (2 FSDP processes
-    stopped after STOP steps, then resumed to STEPS)."""
+    stopped after STOP steps, then resumed to STEPS), all GPT; 't5-one' and 't5-two' as 'one' and 'two'."""
     root = tmp_path_factory.mktemp("fsdp")
     script = root / "fsdp_train.py"
     script.write_text(textwrap.dedent(SCRIPT))
@@ -80,13 +85,16 @@ def runs(tmp_path_factory):
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]
 
-    launches = [([sys.executable, str(script)], "one", "ddp", STEPS, "new"),
-                (torchrun(), "two", "fsdp", STEPS, "new"),
-                (torchrun(), "resumed", "fsdp", STOP, "new"),
-                (torchrun(), "resumed", "fsdp", STEPS, "resume")]
-    for command, name, strategy, steps, resume in launches:
-        done = subprocess.run(command + [str(root / name), strategy, str(steps), resume], env=env, timeout=180,
-                              capture_output=True, text=True)
+    plain = [sys.executable, str(script)]
+    launches = [(plain, "one", "ddp", STEPS, "new", "gpt2-tiny"),
+                (torchrun(), "two", "fsdp", STEPS, "new", "gpt2-tiny"),
+                (torchrun(), "resumed", "fsdp", STOP, "new", "gpt2-tiny"),
+                (torchrun(), "resumed", "fsdp", STEPS, "resume", "gpt2-tiny"),
+                (plain, "t5-one", "ddp", STEPS, "new", "t5-tiny"),
+                (torchrun(), "t5-two", "fsdp", STEPS, "new", "t5-tiny")]
+    for command, name, strategy, steps, resume, preset in launches:
+        done = subprocess.run(command + [str(root / name), strategy, str(steps), resume, preset], env=env,
+                              timeout=180, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
     return root
 
@@ -135,6 +143,17 @@ def test_checkpoint_is_one_hugging_face_folder_with_the_single_process_weights(r
             assert torch.allclose(loaded[name][rest], value[rest], atol=1e-5), name
         else:
             assert torch.allclose(loaded[name], value, atol=1e-5), name
+
+
+def test_t5_whose_embedding_is_shared_by_three_modules_matches_one_process(runs):
+    one, two = losses(runs / "t5-one"), losses(runs / "t5-two")
+    assert sorted(one) == sorted(two) and len(one) == STEPS + 2
+    for key in one:
+        assert two[key] == pytest.approx(one[key], abs=1e-5), key
+    loaded = transformerkit.load(runs / "t5-two" / "checkpoint")
+    assert loaded.lm_head.weight is loaded.encoder.embed.tokens.weight          # still one tensor
+    reference = transformerkit.load(runs / "t5-one" / "checkpoint").state_dict()
+    assert all(torch.allclose(value, reference[name], atol=1e-5) for name, value in loaded.state_dict().items())
 
 
 def test_stopped_and_resumed_run_equals_the_uninterrupted_one(runs):

@@ -20,7 +20,6 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_optimizer_state_dict,
-    set_model_state_dict,
     set_optimizer_state_dict,
 )
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -54,6 +53,7 @@ def shard(model: nn.Module, device: torch.device, dtype: str) -> nn.Module:
     fully_shard moves each unit to the device and keeps only this process's shard, so the whole
     model is never on one device. It does not synchronise weights (unlike DDP), hence the broadcast.
     """
+    _broadcast_from_rank0(model, device)
     sharded = copy.deepcopy(model)
     policy = mixed_precision(device, dtype)
     kwargs = {"mp_policy": policy} if policy is not None else {}
@@ -61,10 +61,22 @@ def shard(model: nn.Module, device: torch.device, dtype: str) -> nn.Module:
     for block in transformer_blocks(sharded):
         fully_shard(block, mesh=mesh, **kwargs)
     fully_shard(sharded, mesh=mesh, **kwargs)
-    is_main = torch.distributed.get_rank() == 0
-    set_model_state_dict(sharded, model.state_dict() if is_main else {},
-                         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     return sharded
+
+
+@torch.no_grad()
+def _broadcast_from_rank0(model: nn.Module, device: torch.device) -> None:
+    """Rank 0's weights and buffers into every process's (CPU) model, one tensor at a time through `device`
+    (nccl moves only device tensors). Not set_model_state_dict(broadcast_from_rank0=True): in torch 2.13 it
+    fails on weights shared under several names (T5's and BART's embeddings)."""
+    seen = set()
+    for tensor in model.state_dict().values():
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        on_device = tensor.to(device)
+        torch.distributed.broadcast(on_device, src=0)
+        tensor.copy_(on_device)
 
 
 @torch.no_grad()
