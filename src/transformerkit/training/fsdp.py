@@ -3,9 +3,8 @@
 Every process holds 1/world_size of each parameter, gradient and AdamW moment. Each transformer
 block is its own unit: its parameters are all-gathered just before its forward (and again for
 its backward) and freed after, so only a block or two (FSDP prefetches the next) are whole on a
-device at a time; gradients are
-reduce-scattered back to the shards. The embeddings, the final norm and the heads form the root
-unit.
+device at a time; gradients are reduce-scattered back to the shards. The embeddings, the final norm
+and the heads form the root unit.
 
 The trainer keeps the caller's model as a plain (unsharded) model on the CPU and trains a sharded
 copy. The plain model receives the full weights at every checkpoint (it is what `save_pretrained`
