@@ -96,3 +96,37 @@ def test_a_quantized_model_saves_and_loads(tmp_path, scheme):
     assert loaded.quantization == model.quantization
     assert {type(m) for m in loaded.modules()} == {type(m) for m in model.modules()}
     torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=0, rtol=0)
+
+
+def test_int8_head_under_int4_layers():
+    """lm_head="int8": the layers in int4, the LM head in int8 (as llama.cpp keeps the output matrix in Q8_0)."""
+    model = tk.build("llama-tiny", d_ff=256).eval().requires_grad_(False)
+    tk.quantize(model, "int4", group_size=32, lm_head="int8")
+    assert isinstance(model.lm_head, Int8Linear)
+    assert all(isinstance(m, Int4Linear) for n, m in model.named_modules() if n.endswith(("qkv", "w_1", "w_2")))
+    with pytest.raises(ConfigError, match="lm_head must be"):
+        tk.quantize(tk.build("llama-tiny").eval().requires_grad_(False), "int4", 32, lm_head="int2")
+
+
+def test_gguf_q4_weights_load_as_int4_codes_without_a_float_round_trip():
+    """SmolLM2's GGUF stores the block weights as Q4_1 in blocks of 32: loaded with quantize="int4", group_size=32,
+    every int4 layer holds the file's codes, scales and zeros themselves, so it computes exactly the weights
+    the fp32 load dequantizes (the LM head, Q8_0 in the file, is quantized from its floats)."""
+    from transformerkit.interop.gguf import open_gguf, q4_codes
+
+    quantized = tk.load("smollm2-135m-instruct", quantize="int4", group_size=32)
+    reference = tk.load("smollm2-135m-instruct")
+    layers = dict(quantized.named_modules())
+    floats = dict(reference.named_modules())
+    checked = 0
+    for name, module in layers.items():
+        if isinstance(module, Int4Linear) and name != "lm_head":
+            assert torch.equal(module.dequantized(), floats[name].weight), name
+            checked += 1
+    assert checked == 30 * 5    # qkv, out, and the gated MLP's w_1, w_gate, w_2, per layer
+    # One layer's codes are the file's bytes.
+    gguf = next(tk.fetch("smollm2-135m-instruct").glob("*.gguf"))
+    down = next(t for t in open_gguf(gguf).tensors if t.name == "blk.0.ffn_down.weight")
+    codes, scales, zeros = q4_codes(down)
+    assert torch.equal(layers["transformer.h.0.ffn.w_2"].codes(), codes)
+    assert torch.equal(layers["transformer.h.0.ffn.w_2"].scales, scales)

@@ -150,26 +150,39 @@ def _check_spec(scheme: str, group_size: int) -> None:
                           f"{', '.join(map(str, INT4_GROUP_SIZES))}")
 
 
-def _linears(model: nn.Module, lm_head: bool) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, layer) of every nn.Linear to quantize."""
+def _linears(model: nn.Module, scheme: str, lm_head) -> list[tuple[nn.Module, str, nn.Linear, str]]:
+    """(parent, attribute, layer, scheme) of every nn.Linear to quantize; the LM head's scheme is lm_head's
+    (True: the model's, False: left in float)."""
     found = []
     for parent_name, parent in model.named_modules():
         for name, child in parent.named_children():
-            if type(child) is nn.Linear and (lm_head or f"{parent_name}.{name}".lstrip(".") != "lm_head"):
-                found.append((parent, name, child))
+            if type(child) is not nn.Linear:
+                continue
+            if f"{parent_name}.{name}".lstrip(".") != "lm_head":
+                found.append((parent, name, child, scheme))
+            elif lm_head:
+                found.append((parent, name, child, scheme if lm_head is True else lm_head))
     return found
 
 
+def _check_head(lm_head) -> None:
+    if not (isinstance(lm_head, bool) or lm_head in SCHEMES):
+        raise ConfigError(f"lm_head must be True (the model's scheme), False (float) or one of {', '.join(SCHEMES)}; "
+                          f"got {lm_head!r}")
+
+
 @torch.no_grad()
-def quantize(model: nn.Module, scheme: str = "int8", group_size: int = 64, lm_head: bool = True) -> nn.Module:
+def quantize(model: nn.Module, scheme: str = "int8", group_size: int = 64, lm_head: bool | str = True) -> nn.Module:
     """Replace the model's linear layers (in place) by int8 or int4 weight-only ones; returns the model.
 
     scheme "int8": one scale per output channel (group_size is not used). "int4": groups of group_size
-    (32, 64, 128 or 256) input features. lm_head=False keeps the LM head in float. For inference only:
+    (32, 64, 128 or 256) input features. lm_head: True quantizes the LM head with the same scheme, "int8"
+    (or "int4") with that one, False keeps it in float. For inference only:
     the model must be in eval mode with gradients off (`model.eval().requires_grad_(False)`), and on
     the CPU, where torch's kernels for these formats run.
     """
     _check_spec(scheme, group_size)
+    _check_head(lm_head)
     if getattr(model, "quantization", None):
         raise ConfigError(f"this model is already quantized ({model.quantization}); quantize the float model")
     if model.training:
@@ -182,12 +195,12 @@ def quantize(model: nn.Module, scheme: str = "int8", group_size: int = 64, lm_he
     if devices != {"cpu"}:
         raise ConfigError(f"{scheme} weight-only quantization runs on torch's CPU kernels; the model is on "
                           f"{', '.join(sorted(devices))}. Move it with model.cpu() first")
-    for parent, name, linear in _linears(model, lm_head):
-        if scheme == "int8":
+    for parent, name, linear, kind in _linears(model, scheme, lm_head):
+        if kind == "int8":
             setattr(parent, name, Int8Linear.from_linear(linear))
         else:
             setattr(parent, name, Int4Linear.from_linear(linear, group_size))
-    model.quantization = {"scheme": scheme, "group_size": group_size if scheme == "int4" else None,
+    model.quantization = {"scheme": scheme, "group_size": group_size if "int4" in (scheme, lm_head) else None,
                           "lm_head": lm_head}
     return model
 
@@ -197,9 +210,10 @@ def quantized_structure(model: nn.Module, spec: dict) -> nn.Module:
     with empty weights, for a quantized checkpoint to load into."""
     scheme, group_size, lm_head = spec.get("scheme"), spec.get("group_size") or 64, spec.get("lm_head", True)
     _check_spec(scheme, group_size)
-    for parent, name, linear in _linears(model, lm_head):
+    _check_head(lm_head)
+    for parent, name, linear, kind in _linears(model, scheme, lm_head):
         bias, dtype = linear.bias is not None, linear.weight.dtype
-        if scheme == "int8":
+        if kind == "int8":
             layer = Int8Linear(linear.in_features, linear.out_features, bias, dtype)
         else:
             layer = Int4Linear(linear.in_features, linear.out_features, bias, dtype, group_size)

@@ -187,6 +187,30 @@ def _unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
+Q4_BLOCK = 32   # weights per Q4_0 / Q4_1 block: one scale (and, for Q4_1, one minimum) each
+
+
+def q4_codes(tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """A Q4_0 or Q4_1 tensor's own 4-bit codes, without a float round trip: (codes (N, K) uint8 in [0, 15],
+    scales (N, K/32), zeros (N, K/32)) with W = scales * (codes - 8) + zeros, the int4 layout of
+    quantization.Int4Linear in groups of 32. Q4_0 blocks are [d: fp16][16 bytes], W = d (q - 8); Q4_1
+    blocks [d: fp16][m: fp16][16 bytes], W = d q + m; byte j holds weight j in its low nibble and weight
+    j + 16 in its high one. None for a tensor of another type."""
+    kind = tensor.tensor_type.name
+    if kind not in ("Q4_0", "Q4_1"):
+        return None
+    N, K = (int(n) for n in reversed(tensor.shape))
+    head = 2 if kind == "Q4_0" else 4
+    blocks = np.asarray(tensor.data, dtype=np.uint8).reshape(N, K // Q4_BLOCK, head + 16)
+    d = torch.from_numpy(blocks[..., :2].copy().view(np.float16)[..., 0].astype(np.float32))        # (N, K/32)
+    quads = torch.from_numpy(blocks[..., head:].copy())                                              # (N, K/32, 16)
+    codes = torch.cat([quads & 15, quads >> 4], -1).reshape(N, K)
+    if kind == "Q4_0":
+        return codes, d, torch.zeros_like(d)
+    m = torch.from_numpy(blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32))
+    return codes, d, m + 8 * d
+
+
 def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """Everything a GGUF file holds for loading, in Hugging Face terms: (config.json dict, state dict under
     transformers' names in fp32, generation settings the file gives: its end-of-text id)."""
@@ -215,6 +239,22 @@ def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], d
         state[name] = w
     eos = hf["eos_token_id"]
     return hf, state, ({} if eos is None else {"eos_token_id": eos})
+
+
+def read_q4_codes(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """{transformers' name: q4_codes(tensor)} of a GGUF file's Q4_0 / Q4_1 weights, Q and K rows in
+    transformers' order (rows move whole: a block runs along a row)."""
+    reader = open_gguf(path)
+    hf = hf_config_from_gguf(reader, path)
+    out = {}
+    for tensor in reader.tensors:
+        found = q4_codes(tensor)
+        if found is None:
+            continue
+        name = _hf_name(tensor.name)
+        heads = {"q_proj": hf["num_attention_heads"], "k_proj": hf["num_key_value_heads"]}.get(name.split(".")[-2])
+        out[name] = tuple(_unpermute(t, heads) for t in found) if heads else found
+    return out
 
 
 def gguf_file_tokenizer(path):

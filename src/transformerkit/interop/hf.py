@@ -196,7 +196,8 @@ def _read_config(directory: Path) -> tuple[Converter, ModelConfig, str]:
     return (conv, *conv.config_from_hf(hf_config))
 
 
-def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = False, **overrides):
+def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = False, quantize: str | None = None,
+                    group_size: int = 64, **overrides):
     """Build our model from a Hugging Face (or our own, same layout) checkpoint folder, or a GGUF file
     (dequantized to fp32), in eval mode. A generation_config.json beside it becomes `model.generation_config`,
     what `generate` starts from; a GGUF file gives only its end-of-text id.
@@ -204,6 +205,9 @@ def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = Fals
     task: another head than the checkpoint's own (e.g. "sequence-classification" on a bare BertModel);
     fresh_head: start that head from random weights where the checkpoint has none that fits;
     overrides: config fields to change first (num_labels=5, label_names=[...], dropout=0.0).
+    quantize: "int8" or "int4" (groups of group_size): the linear layers weight-only quantized for CPU
+    decoding (`tk.quantize`). From a GGUF file, int4 in groups of 32 takes the file's Q4_0 / Q4_1 codes
+    as they are, with no float round trip (llama.cpp's 4-bit weights, exactly).
     """
     from ..models import build  # interop sits above models
 
@@ -235,7 +239,29 @@ def load_pretrained(path_or_id, task: str | None = None, fresh_head: bool = Fals
         generation = GenerationConfig(**settings) if settings else None
     if generation is not None:
         model.generation_config = generation
-    return model.eval()   # as transformers' from_pretrained: ready for inference, model.train() to train
+    model.eval()
+    if quantize is not None:
+        from ..quantization import quantize as quantize_model  # quantization sits above interop
+        quantize_model(model.requires_grad_(False), quantize, group_size=group_size)
+        if directory.suffix == ".gguf" and quantize == "int4" and group_size == 32:
+            _take_q4_codes(model, directory, conv)
+    return model   # as transformers' from_pretrained: ready for inference, model.train() to train
+
+
+def _take_q4_codes(model, path: Path, conv: Converter) -> None:
+    """Give each int4 layer whose weights the GGUF file stores as Q4_0 / Q4_1 (every one of them, for a fused
+    layer) those codes, scales and zeros themselves, in place of codes re-made from dequantized floats."""
+    from ..quantization import Int4Linear
+    from .gguf import read_q4_codes
+
+    q4 = read_q4_codes(path)
+    for name, module in model.named_modules():
+        if not isinstance(module, Int4Linear):
+            continue
+        found = [_find(q4, t, conv) for t in conv.to_theirs(f"{name}.weight", model.config)]
+        if found and None not in found:
+            parts = [q4[f] for f in found]
+            module.set_codes(*(torch.cat([p[i] for p in parts]) for i in range(3)))
 
 
 def _saved_quantization(directory: Path) -> dict | None:
