@@ -130,3 +130,21 @@ def test_gguf_q4_weights_load_as_int4_codes_without_a_float_round_trip():
     codes, scales, zeros = q4_codes(down)
     assert torch.equal(layers["transformer.h.0.ffn.w_2"].codes(), codes)
     assert torch.equal(layers["transformer.h.0.ffn.w_2"].scales, scales)
+
+
+def test_quantize_flag_on_generate_eval_and_serve(tmp_path, capsys):
+    from transformerkit.cli import main
+    from transformerkit.serving import load_served
+
+    model = tk.build("gpt2-tiny", d_ff=256)
+    model.save_pretrained(tmp_path / "ckpt")
+    args = [str(tmp_path / "ckpt"), "--tokenizer", "gpt2"]
+    assert main(["generate", *args, "--prompt", "Hi", "--greedy", "--max-new-tokens", "4", "--no-stream",
+                 "--quantize", "int4", "--group-size", "32"]) == 0
+    (tmp_path / "text.txt").write_text("the cat sat on the mat . " * 20)
+    assert main(["eval", *args, "--task", "perplexity", "--data", str(tmp_path / "text.txt"), "--quantize", "int8",
+                 "--out", str(tmp_path / "ppl.json")]) == 0
+    assert main(["generate", *args, "--prompt", "Hi", "--quantize", "int4", "--group-size", "16"]) == 1
+    assert "group_size=16" in capsys.readouterr().err
+    served, _, _ = load_served("gpt2-tiny", quantize="int8")
+    assert isinstance(served.lm_head, Int8Linear) and not served.training
