@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 RUN    ?= runs/shakespeare-char
 
-.PHONY: setup demo test lint browser bench clean
+.PHONY: setup demo test lint browser bench bench-deps clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,12 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_gpt2.py
+
+# The benchmark-only extra (llama.cpp for benchmarks/bench_decode.py), built from source without -march=native:
+# a native build stopped with "Illegal instruction" on these machines. GGML_NATIVE=OFF still compiles AVX2/FMA/F16C.
+# 10-20 minutes on 2 cores. Nothing else depends on it.
+bench-deps: setup
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --no-binary llama-cpp-python -e ".[bench]"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -148,7 +148,7 @@ def make_calls(models: dict, ids: torch.Tensor, pad: int) -> dict:
     mask = torch.ones_like(ids)
 
     def ours_call(model):
-        return lambda n: tk.generate(model, ids, max_new_tokens=n, eos_token_id=None)
+        return lambda n: tk.generate(model, ids, max_new_tokens=n, do_sample=False, eos_token_id=None)
 
     def theirs_call(model):
         return lambda n: model.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False,
@@ -189,8 +189,10 @@ def pair_stats(t_ours: list[float], t_theirs: list[float]) -> dict:
 
 
 def token_agreement(a: torch.Tensor, b: torch.Tensor, prompt_len: int) -> dict:
-    same = a[0, prompt_len:] == b[0, prompt_len:]
-    first_diff = int(same.numel() if bool(same.all()) else (~same).int().argmax())
+    """How many new tokens of a (B, T) equal b's, over all rows; the prefix: steps where every row agrees."""
+    same = a[:, prompt_len:] == b[:, prompt_len:]
+    steps = same.all(0)
+    first_diff = int(steps.numel() if bool(steps.all()) else (~steps).int().argmax())
     return {"tokens_equal": bool(torch.equal(a, b)), "tokens_agree_frac": same.float().mean().item(),
             "tokens_agree_prefix": first_diff}
 
