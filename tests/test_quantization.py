@@ -148,3 +148,18 @@ def test_quantize_flag_on_generate_eval_and_serve(tmp_path, capsys):
     assert "group_size=16" in capsys.readouterr().err
     served, _, _ = load_served("gpt2-tiny", quantize="int8")
     assert isinstance(served.lm_head, Int8Linear) and not served.training
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_int_kernels_and_the_dequantized_matmul_agree(dtype):
+    """Few rows (decoding) go through torch's int kernels, many (a prompt) through the dequantized weight: the
+    same weights either way."""
+    from transformerkit.quantization import KERNEL_ROWS
+
+    torch.manual_seed(0)
+    linear = nn.Linear(256, 48, bias=True).requires_grad_(False).to(dtype)
+    x = torch.randn(4 * KERNEL_ROWS, 256, dtype=dtype)
+    for layer in (Int8Linear.from_linear(linear), Int4Linear.from_linear(linear, 64)):
+        rows = torch.cat([layer(x[i:i + 4]) for i in range(0, len(x), 4)])          # the kernel
+        tol = 1e-4 if dtype == torch.float32 else 3e-2
+        torch.testing.assert_close(rows, layer(x), atol=tol, rtol=tol)             # the float matmul
