@@ -27,7 +27,7 @@ def load_tokenizer(name_or_path):
     return _load(name_or_path)
 
 
-def quantize(model, scheme: str = "int8", group_size: int = 64, lm_head: bool = True):
+def quantize(model, scheme: str = "int8", group_size: int = 64, lm_head: bool | str = "int8"):
     """Weight-only int8 (per channel) or int4 (groups of group_size) linear layers, in place, for CPU
     decoding; returns the model (see quantization.py)."""
     from .quantization import quantize as _quantize
