@@ -152,8 +152,8 @@ def test_quantize_flag_on_generate_eval_and_serve(tmp_path, capsys):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_int_kernels_and_the_dequantized_matmul_agree(dtype):
-    """Few rows (decoding) go through torch's int kernels, many (a prompt) through the dequantized weight: the
-    same weights either way."""
+    """Few rows (decoding) go through torch's int kernels in bf16, many (a prompt) through the dequantized weight
+    in the input's dtype: the same weights either way, up to bf16 rounding of the activations."""
     from transformerkit.quantization import KERNEL_ROWS
 
     torch.manual_seed(0)
@@ -161,5 +161,7 @@ def test_the_int_kernels_and_the_dequantized_matmul_agree(dtype):
     x = torch.randn(4 * KERNEL_ROWS, 256, dtype=dtype)
     for layer in (Int8Linear.from_linear(linear), Int4Linear.from_linear(linear, 64)):
         rows = torch.cat([layer(x[i:i + 4]) for i in range(0, len(x), 4)])          # the kernel
-        tol = 1e-4 if dtype == torch.float32 else 3e-2
-        torch.testing.assert_close(rows, layer(x), atol=tol, rtol=tol)             # the float matmul
+        assert rows.dtype == dtype
+        torch.testing.assert_close(rows, layer(x), atol=3e-2, rtol=3e-2)           # the float matmul
+        last = x.reshape(4, -1, 256)[:, -1:]               # not contiguous: the LM head's input after a prompt
+        assert torch.equal(layer(last), layer(last.contiguous()))
