@@ -10,9 +10,10 @@ greedy, no EOS stop. Batch 8: eight 32-token rows, row i the prompt's ids rotate
   - ours: `tk.load("smollm2-135m-instruct")`, `tk.generate(model, ids, max_new_tokens=N, do_sample=False,
     eos_token_id=None)`; fp32; bf16 = `copy.deepcopy(model).to(torch.bfloat16)`; int8 =
     `tk.quantize(copy.deepcopy(model), "int8")`, int4 = `tk.quantize(copy.deepcopy(model), "int4",
-    group_size=32)` (with tk.quantize's defaults otherwise: the LM head in int8); these have fp32 activations.
-    "int8 bf16" / "int4 bf16": the same on the bf16 copy (bf16 activations and scales), because torch's int CPU
-    kernels are fast only with bf16 activations. Skipped, with a note, where tk.quantize does not exist.
+    group_size=32)` (with tk.quantize's defaults otherwise: the LM head in int8): an fp32 model whose quantized
+    layers run torch's int kernels with bf16 activations (their fp32 paths are 10-40x slower), everything
+    else in fp32. "int8 bf16" / "int4 bf16": the same on the bf16 copy (bf16 everywhere). Skipped, with a
+    note, where tk.quantize does not exist.
   - transformers: the GGUF dequantized to fp32 by transformers (bench_llama.py's `load_pair`), and its bf16 copy.
   - llama.cpp through llama-cpp-python, on the same .gguf file (Q4_1 mostly; its tensor types are printed),
     n_threads = torch's thread count, default context settings otherwise. Batch 1: `Llama.generate(prompt_ids,
@@ -77,8 +78,7 @@ def our_models(ours) -> tuple[dict, list[str]]:
     notes = []
     if hasattr(tk, "quantize"):
         # quantize() asks for an inference model: eval mode, no gradients. "int8"/"int4": the fp32 model
-        # quantized (fp32 activations and scales); "... bf16": the bf16 copy quantized (bf16 activations), because
-        # torch's int8/int4 CPU kernels have their fast paths for bf16 activations.
+        # quantized (its int layers compute in bf16, the rest in fp32); "... bf16": the bf16 copy quantized.
         for dtype, suffix in ((torch.float32, ""), (torch.bfloat16, " bf16")):
             for scheme, group in (("int8", 64), ("int4", 32)):
                 base = copy.deepcopy(ours).to(dtype).eval().requires_grad_(False)
@@ -354,7 +354,7 @@ def main(argv=None) -> dict:
 
 def targets_of(rows: list[dict], results: dict) -> list[dict]:
     """The issue's two batch-1 targets: ours int4 >= 3x transformers fp32, and >= llama.cpp's tokens/s; for int4
-    as specified (fp32 activations) and on the bf16 model (bf16 activations)."""
+    on the fp32 model and on the bf16 model."""
     by = {r["contender"]: r for r in rows if r["batch"] == 1}
     times = results[1]["times"] if 1 in results else {}
     llama = next((name for name in by if name.startswith("llama.cpp")), None)
