@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
-import json
 import statistics
 import sys
 import tempfile
@@ -65,7 +64,7 @@ from torch import nn
 
 import transformerkit as tk
 from bench_llama import ASSET, PROMPT, check_parity, load_pair, make_calls, measure_bandwidth, token_agreement
-from common import finish_info, interleaved, load_line, run_info
+from common import finish, finish_info, interleaved, load_line, run_info
 
 REFERENCE = "transformers fp32"       # ratios are to this one
 BASELINE = "ours fp32"                # tokens are compared to this one
@@ -343,13 +342,7 @@ def main(argv=None) -> dict:
         print(f"target: {t['text']}")
     print(f"\nours fp32, row 0: {report['generated_text_fp32'][:160]!r}...")
     print(f"\n{load_line(info)}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.out}")
-    for f in failures:
-        print(f"FAILURE: {f}")
-    return report
+    return finish(report, args.out, failures, "FAILURE")
 
 
 def targets_of(rows: list[dict], results: dict) -> list[dict]:

@@ -44,7 +44,6 @@ import contextlib
 import copy
 import importlib.util
 import io
-import json
 import os
 import resource
 import statistics
@@ -59,6 +58,7 @@ import transformerkit as tk
 from common import (
     Worker,
     best_limits,
+    finish,
     finish_info,
     fmt_time,
     interleaved,
@@ -461,13 +461,7 @@ def main(argv=None) -> dict:
               "(ratios: their time / ours, > 1: ours is faster)")
         print(dropout0_table(rows0, limits))
     print(f"\n{load_line(info)}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.out}")
-    for f in failures:
-        print(f"PARITY FAILURE: {f}")
-    return report
+    return finish(report, args.out, failures, "PARITY FAILURE")
 
 
 def _rate(r, who) -> str:

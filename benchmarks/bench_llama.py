@@ -43,7 +43,6 @@ import argparse
 import contextlib
 import copy
 import io
-import json
 import statistics
 import sys
 import tempfile
@@ -54,7 +53,7 @@ from pathlib import Path
 import torch
 
 import transformerkit as tk
-from common import best_of, finish_info, fmt_time, load_line, run_info, summary
+from common import best_of, finish, finish_info, fmt_time, load_line, run_info, summary
 from transformerkit.analysis.hardware import measure_hardware
 
 ASSET = "smollm2-135m-instruct"
@@ -412,13 +411,7 @@ def main(argv=None) -> dict:
                 f"{op} {v['s'] * 1e3:.2f} ({v['calls']:.0f})" for op, v in list(p_["top_ops"].items())[:6]))
     print(f"\nours, fp32, the text: {report['generated_text_fp32'][:160]!r}...")
     print(f"\n{load_line(info)}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.out}")
-    for f in failures:
-        print(f"PARITY FAILURE: {f}")
-    return report
+    return finish(report, args.out, failures, "PARITY FAILURE")
 
 
 def table(report) -> str:

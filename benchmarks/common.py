@@ -7,6 +7,7 @@ and they import this module as `common`.
 from __future__ import annotations
 
 import datetime
+import json
 import multiprocessing
 import os
 import platform
@@ -17,6 +18,17 @@ import traceback
 import torch
 
 # --- timing -----------------------------------------------------------------------------------------
+
+def finish(report: dict, out: str | None, failures: list[str], label: str = "FAILURE") -> dict:
+    """The end of a benchmark: write the report as JSON to `out` (if given), print each failure."""
+    if out:
+        with open(out, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {out}")
+    for failure in failures:
+        print(f"{label}: {failure}")
+    return report
+
 
 def summary(times: list[float]) -> dict:
     med = statistics.median(times)

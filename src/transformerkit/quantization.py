@@ -40,15 +40,33 @@ KERNEL_DTYPE = torch.bfloat16
 INT4_GROUP_SIZES = (32, 64, 128, 256)   # what _weight_int4pack_mm_for_cpu accepts
 
 
-def _check_cpu(x: torch.Tensor, scheme: str) -> None:
-    if x.device.type != "cpu":
-        raise ConfigError(f"{scheme} weights run on torch's CPU kernels only; got an input on {x.device}. "
-                          "Keep a quantized model on the CPU (quantize the float model to run it elsewhere)")
+class QuantizedLinear(nn.Module):
+    """What the int8 and int4 layers share: y = x W^T + b, with W = `dequantized()`. A call of a few rows
+    (a decoding step) runs the subclass's int kernel (`kernel`, on bf16 activations); more rows run the float
+    matmul on the dequantized weight (KERNEL_ROWS)."""
+
+    scheme: str
+    out_features: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            raise ConfigError(f"{self.scheme} weights run on torch's CPU kernels only; got an input on {x.device}. "
+                              "Keep a quantized model on the CPU (quantize the float model to run it elsewhere)")
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        if x.shape[0] > KERNEL_ROWS:
+            y = F.linear(x, self.dequantized().to(x.dtype))
+        else:
+            y = self.kernel(x.to(KERNEL_DTYPE).contiguous()).to(x.dtype)
+        y = y.reshape(*shape[:-1], self.out_features)                                 # (..., N)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
 
 
-class Int8Linear(nn.Module):
+class Int8Linear(QuantizedLinear):
     """y = x W^T + b with W stored as int8, one scale per output channel (LLM.int8's absmax rows, without
     the outlier split). `weight` (N, K) int8 and `scales` (N,) are what is saved."""
+
+    scheme = "int8"
 
     def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype):
         super().__init__()
@@ -72,24 +90,17 @@ class Int8Linear(nn.Module):
         """The float weight (N, K) this layer computes with."""
         return self.weight.to(self.scales.dtype) * self.scales[:, None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_cpu(x, "int8")
-        shape = x.shape
-        x = x.reshape(-1, shape[-1])
-        if x.shape[0] > KERNEL_ROWS:
-            y = F.linear(x, self.dequantized().to(x.dtype))
-        else:
-            y = torch.ops.aten._weight_int8pack_mm(x.to(KERNEL_DTYPE).contiguous(), self.weight,
-                                                   self.scales.to(KERNEL_DTYPE)).to(x.dtype)
-        y = y.reshape(*shape[:-1], self.out_features)                                 # (..., N)
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scales.to(KERNEL_DTYPE))
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(QuantizedLinear):
     """y = x W^T + b with W stored in 4 bits, in groups of `group_size` input features, each with its own
     scale and zero (gpt-fast's asymmetric int4). Saved: `weight` (N, K/2) uint8, two codes per byte (the
     even input feature in the low nibble), `scales` and `zeros` (N, K/G). The kernel's own packed layout
     is made from them when the weights are set (`pack`), and is not saved: it is the CPU kernel's."""
+
+    scheme = "int4"
 
     def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, group_size: int):
         super().__init__()
@@ -148,18 +159,10 @@ class Int4Linear(nn.Module):
         w = (codes - 8) * self.scales[..., None] + self.zeros[..., None]
         return w.reshape(self.out_features, self.in_features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_cpu(x, "int4")
-        shape = x.shape
-        x = x.reshape(-1, shape[-1])
-        if x.shape[0] > KERNEL_ROWS:
-            y = F.linear(x, self.dequantized().to(x.dtype))
-        else:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(KERNEL_DTYPE).contiguous(), self.packed,
-                                                             self.group_size, self.scales_and_zeros.to(KERNEL_DTYPE))
-            y = y[:, :self.out_features].to(x.dtype)
-        y = y.reshape(*shape[:-1], self.out_features)                                 # (..., N)
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, self.group_size,
+                                                         self.scales_and_zeros.to(KERNEL_DTYPE))
+        return y[:, :self.out_features]                      # without the rows padded to a multiple of 16
 
 
 def _check_spec(scheme: str, group_size: int) -> None:
