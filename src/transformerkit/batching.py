@@ -119,6 +119,8 @@ class _Row:
         self.job, self.index = job, index
         self.ids: list[int] = []      # the tokens of its text (an end-of-sequence token is not text)
         self.generated = 0            # tokens generated, the end-of-sequence token included
+        self.text = ""                # the text of ids[:read]
+        self.prefix = self.read = 0   # ids[prefix:read]: the tokens decoded again as context for the new ones
         self.sent = 0                 # characters of the text already reported
         seed = job.request.seed
         self.generator = None
@@ -126,14 +128,24 @@ class _Row:
             self.generator = torch.Generator(device=device).manual_seed(seed + index)
 
     def emit(self, tokenizer, stops: list[str], finished: str | None) -> str | None:
-        """Report the text that is now certain; return the finish reason (a stop string ends the row)."""
-        text = tokenizer.decode(self.ids, skip_special_tokens=True)
-        hits = [text.index(s) for s in stops if s in text]
+        """Report the text that is now certain; return the finish reason (a stop string ends the row).
+
+        Each step decodes only the last tokens (incremental detokenization): the new ones, after the ones
+        of the step before as context, so a tokenizer that writes a token's leading space depending on what
+        precedes it still gets the text right; the cost per token does not grow with the reply."""
+        tail = tokenizer.decode(self.ids[self.prefix:], skip_special_tokens=True)
+        if finished is None and tail.endswith("\ufffd"):   # the first bytes of a character: wait for the rest
+            return None
+        head = tokenizer.decode(self.ids[self.prefix:self.read], skip_special_tokens=True)
+        self.text += tail[len(head):]
+        self.prefix, self.read = self.read, len(self.ids)
+        text = self.text
+        # A stop string can only start in what has not been reported (the held-back end) or after it.
+        start = max(0, self.sent - max((len(s) for s in stops), default=0))
+        hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
         if hits:
             text, finished = text[:min(hits)], "stop"
         elif finished is None:
-            if text.endswith("\ufffd"):   # the first bytes of a character: wait for the rest
-                return None
             text = text[:len(text) - _held_back(text, stops)]
         new = text[self.sent:]
         self.sent = max(self.sent, len(text))
