@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import transformerkit as tk
-from transformerkit.batching import Engine, QueueFull, Request
+from transformerkit.batching import Engine, QueueFull, Request, RequestError
 from transformerkit.errors import GenerationError
 
 PROMPTS = ["Hello there", "The quick brown fox jumps over", "a", "One two three four five six seven eight", "xyz",
@@ -95,8 +95,9 @@ def test_end_of_sequence_ends_a_row(gpt2_tok):
 def test_bad_requests_and_a_full_queue_are_refused(gpt2_tok):
     model = tk.build("gpt2-tiny").eval()
     engine = Engine(model, gpt2_tok, max_batch=2, max_queue=1)
-    with pytest.raises(GenerationError, match="context"):
+    with pytest.raises(RequestError, match="context") as e:
         engine.submit(Request([1] * 100, max_new_tokens=100))
+    assert (e.value.field, e.value.code) == ("max_new_tokens", "context_length_exceeded")
     with pytest.raises(GenerationError, match="temperature"):
         engine.submit(Request([1], temperature=-0.5))
     with pytest.raises(GenerationError, match="n=3"):

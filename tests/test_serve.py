@@ -160,7 +160,7 @@ def test_errors_have_openai_shapes_and_the_server_goes_on(server, client):
     assert_openai_error(e.value.body and {"error": e.value.body}, param="model")
     with pytest.raises(openai.BadRequestError) as e:                                        # beyond the context
         client.completions.create(model=NAME, prompt="x", max_tokens=10_000)
-    assert e.value.body["param"] == "max_tokens" and "context" in e.value.body["message"]
+    assert e.value.body["param"] == "max_tokens" and e.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError) as e:                                        # negative temperature
         client.completions.create(model=NAME, prompt="x", temperature=-0.1)
     assert e.value.body["param"] == "temperature"
@@ -173,6 +173,9 @@ def test_errors_have_openai_shapes_and_the_server_goes_on(server, client):
     assert status == 401
     assert_openai_error(body)
     assert post(url, json.dumps({"model": NAME, "prompt": "x"}).encode(), key=None)[0] == 401
+    with pytest.raises(openai.BadRequestError) as e:                                        # more rows than a batch
+        client.completions.create(model=NAME, prompt="x", n=5)
+    assert e.value.body["param"] == "n"
     with pytest.raises(openai.BadRequestError) as e:                                        # a field we do not do
         client.completions.create(model=NAME, prompt="x", logprobs=2)
     assert e.value.body["param"] == "logprobs"

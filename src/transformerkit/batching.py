@@ -33,6 +33,14 @@ class QueueFull(GenerationError):
     """The engine's queue is full: try again later (HTTP 429)."""
 
 
+class RequestError(GenerationError):
+    """A request no decoding can honour; `field` names the Request field at fault, `code` says why in a word."""
+
+    def __init__(self, message: str, field: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.field, self.code = field, code
+
+
 @dataclass
 class Request:
     """What one request asks for: `n` continuations of one prompt (token ids).
@@ -47,26 +55,28 @@ class Request:
     timeout: float | None = None  # seconds from submission, waiting included
 
     def check(self, model) -> None:
-        """Raise GenerationError for a request no decoding can honour."""
+        """Raise RequestError for a request no decoding can honour."""
         if not self.prompt_ids and not model.is_encoder_decoder:
-            raise GenerationError("the prompt is empty; give at least one token")
+            raise RequestError("the prompt is empty; give at least one token", "prompt_ids")
         if self.max_new_tokens < 1:
-            raise GenerationError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+            raise RequestError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}", "max_new_tokens")
         if self.temperature < 0:
-            raise GenerationError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+            raise RequestError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}", "temperature")
         if not 0 < self.top_p <= 1:
-            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise RequestError(f"top_p must be in (0, 1], got {self.top_p}", "top_p")
         if self.n < 1:
-            raise GenerationError(f"n must be at least 1, got {self.n}")
+            raise RequestError(f"n must be at least 1, got {self.n}", "n")
         context = model.decoder_context
         if context is not None and len(self.prompt_ids) + self.max_new_tokens > context:
-            raise GenerationError(f"the prompt ({len(self.prompt_ids)} tokens) plus max_tokens "
-                                  f"({self.max_new_tokens}) exceeds the model's context of {context} tokens")
+            raise RequestError(f"the prompt ({len(self.prompt_ids)} tokens) plus max_tokens ({self.max_new_tokens}) "
+                               f"exceeds the model's context of {context} tokens", "max_new_tokens",
+                               "context_length_exceeded")
         if model.is_encoder_decoder and model.config.positions != "relative":
             limit = model.config.max_position
             if len(self.prompt_ids) > limit or self.max_new_tokens + 1 > limit:
-                raise GenerationError(f"the prompt ({len(self.prompt_ids)} tokens) and max_tokens + 1 "
-                                      f"({self.max_new_tokens + 1}) must each fit the model's {limit} positions")
+                raise RequestError(f"the prompt ({len(self.prompt_ids)} tokens) and max_tokens + 1 "
+                                   f"({self.max_new_tokens + 1}) must each fit the model's {limit} positions",
+                                   "max_new_tokens", "context_length_exceeded")
 
 
 @dataclass
@@ -194,13 +204,14 @@ class Engine:
     # --- any thread -----------------------------------------------------------------------------
 
     def submit(self, request: Request, listener=None) -> Job:
-        """Queue a request; its events go to `listener` (see Job). Raises GenerationError for a request that
+        """Queue a request; its events go to `listener` (see Job). Raises RequestError for a request that
         cannot be decoded, QueueFull when max_queue requests already wait."""
         if not self.can_generate:
-            raise GenerationError(f"{type(self.model).__name__} ({self.model.task}) does not generate text")
+            raise RequestError(f"{type(self.model).__name__} ({self.model.task}) does not generate text", "model",
+                               "model_cannot_generate")
         request.check(self.model)
         if request.n > self.max_batch:
-            raise GenerationError(f"n={request.n} is more than the server decodes at once ({self.max_batch})")
+            raise RequestError(f"n={request.n} is more than the server decodes at once ({self.max_batch})", "n")
         job = Job(request, listener)
         with self.wake:
             if len(self.waiting) >= self.max_queue:

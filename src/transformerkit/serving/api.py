@@ -14,14 +14,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..batching import QueueFull
+from ..batching import QueueFull, RequestError
 from ..batching import Request as EngineRequest
 from ..chat import DEFAULT_MAX_NEW_TOKENS, chat_prompt
-from ..errors import GenerationError, TransformerKitError
+from ..errors import TransformerKitError
 from .errors import APIError
 
 COMPLETION_MAX_TOKENS = 16      # OpenAI's default for /v1/completions
 TRANSCRIPT_STOP = "\nuser:"     # a model without a chat template continues a plain transcript (chat.plain_prompt)
+# The engine's Request fields under their OpenAI names, for an error's `param`.
+REQUEST_PARAMS = {"max_new_tokens": "max_tokens", "prompt_ids": "prompt"}
 
 
 class Sampling(BaseModel):
@@ -193,12 +195,10 @@ async def respond(served, request: Request, body: Sampling, requests: list[Engin
         for job in jobs:
             job.cancel()
         raise APIError(429, f"the server is busy: {e}", code="queue_full") from None
-    except GenerationError as e:
+    except RequestError as e:
         for job in jobs:
             job.cancel()
-        param = "max_tokens" if "max_tokens" in str(e) else None
-        raise APIError(400, str(e), param=param,
-                       code="context_length_exceeded" if "context" in str(e) else None) from None
+        raise APIError(400, str(e), param=REQUEST_PARAMS.get(e.field, e.field), code=e.code) from None
     reply = Reply(kind, served.name, body.n, sum(len(r.prompt_ids) for r in requests), len(requests) * body.n)
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
