@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import transformerkit as tk
+from random_weights import randomize_
 from transformerkit.errors import ConfigError
 from transformerkit.quantization import Int4Linear, Int8Linear
 
@@ -25,7 +26,8 @@ def float_twin(quantized: nn.Module, reference: nn.Module) -> nn.Module:
 @pytest.mark.parametrize("scheme,group_size", [("int8", 64), ("int4", 32), ("int4", 64), ("int4", 128)])
 @pytest.mark.parametrize("preset", ["llama-tiny", "gpt2-tiny"])
 def test_quantized_model_computes_its_dequantized_weights(preset, scheme, group_size):
-    model = tk.build(preset, d_model=128, n_head=4, d_ff=256).eval().requires_grad_(False)
+    # Random biases and norm gains too (the default init makes them 0 and 1, which would hide a dropped bias).
+    model = randomize_(tk.build(preset, d_model=128, n_head=4, d_ff=256), only_1d=True).eval().requires_grad_(False)
     ids = torch.randint(0, model.config.vocab_size, (2, 12))
     reference = copy.deepcopy(model)
     tk.quantize(model, scheme, group_size=group_size)
@@ -37,9 +39,11 @@ def test_quantized_model_computes_its_dequantized_weights(preset, scheme, group_
     # The quantization error is small next to the logits (int4 more than int8).
     error = (out - reference(ids).logits).abs().max() / reference(ids).logits.abs().max()
     assert error < (0.05 if scheme == "int8" else 0.3)
-    # Greedy decoding runs through the quantized layers.
-    new = tk.generate(model, ids[:1, :4], max_new_tokens=5, do_sample=False)
-    assert torch.equal(new, tk.generate(float_twin(model, reference), ids[:1, :4], max_new_tokens=5, do_sample=False))
+    # A few rows (a decoding step) go through torch's int kernels, with bf16 activations: the same weights, up
+    # to bf16 rounding of the activations.
+    few = ids[:1, :4]
+    expected = float_twin(model, reference)(few).logits
+    torch.testing.assert_close(model(few).logits, expected, atol=2e-2 * float(expected.abs().max()), rtol=0)
 
 
 def test_int8_and_int4_round_trip_the_weights():
@@ -88,7 +92,7 @@ def test_a_model_off_the_cpu_is_refused():
 
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_a_quantized_model_saves_and_loads(tmp_path, scheme):
-    model = tk.build("llama-tiny", d_ff=256).eval().requires_grad_(False)
+    model = randomize_(tk.build("gpt2-tiny", d_ff=256), only_1d=True).eval().requires_grad_(False)
     tk.quantize(model, scheme, group_size=32)
     ids = torch.randint(0, model.config.vocab_size, (1, 9))
     model.save_pretrained(tmp_path / "q")
