@@ -11,7 +11,7 @@ greedy, no EOS stop. Batch 8: eight 32-token rows, row i the prompt's ids rotate
     eos_token_id=None)`; fp32; bf16 = `copy.deepcopy(model).to(torch.bfloat16)`; int8 =
     `tk.quantize(copy.deepcopy(model), "int8")`, int4 = `tk.quantize(copy.deepcopy(model), "int4",
     group_size=32)` (with tk.quantize's defaults otherwise: the LM head in int8): an fp32 model whose quantized
-    layers run torch's int kernels with bf16 activations (their fp32 paths are 10-40x slower), everything
+    layers run torch's int kernels with bf16 activations (their fp32 paths are 20-40x slower), everything
     else in fp32. "int8 bf16" / "int4 bf16": the same on the bf16 copy (bf16 everywhere). Skipped, with a
     note, where tk.quantize does not exist.
   - transformers: the GGUF dequantized to fp32 by transformers (bench_llama.py's `load_pair`), and its bf16 copy.

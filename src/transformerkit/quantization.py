@@ -9,8 +9,7 @@ stay in the model's float dtype, and each matrix product dequantizes on the fly 
     int4: W[n, g*G:(g+1)*G] ~ scale[n, g] * (q - 8) + zero[n, g],  q in [0, 15], groups of G along the input
           (asymmetric: the group's minimum and maximum map to 0 and 15)
           -> torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed q, G, scales_and_zeros)
-Decoding steps (a few rows) run these kernels in bf16, whatever the model's dtype (their fp32 paths were
-10-40x slower); longer inputs run the float matmul on the dequantized weight (KERNEL_ROWS below).
+Both run on bf16 activations, whatever the model's dtype (their fp32 paths were 20-40x slower; KERNEL_DTYPE).
 
 Both kernels run on the CPU (int4 in groups of 32, 64, 128 or 256); `quantize` refuses other devices and
 group sizes. The LM head is quantized too, in int8 by default (lm_head): on SmolLM2-135M it is 28M of the 135M
@@ -29,21 +28,19 @@ from torch import nn
 from .errors import ConfigError
 
 SCHEMES = ("int8", "int4")
-# Calls of more rows than this (a prompt, an evaluation window) dequantize the weight and run the float
-# matmul: torch's int kernels are GEMV-like, 15-55x slower than the float GEMM at 512 rows (measured on
-# a 1536 x 576 layer, 2 cores), while the dequantization costs one pass over the weight.
-KERNEL_ROWS = 16
-# The int kernels' fast paths take bf16 activations: with fp32 ones they were 10-40x slower (one 1536 x 576
+# The int kernels' fast paths take bf16 activations: with fp32 ones they were 20-40x slower (one 1536 x 576
 # layer, 1 row: int8 0.58 ms and int4 1.28 ms in fp32, 0.028 and 0.031 ms in bf16; float fp32 0.05 ms). So
-# the kernel path computes in bf16 whatever the model's dtype, and hands back the input's dtype.
+# every call computes in bf16 whatever the model's dtype, and hands back the input's dtype. In bf16 the
+# kernels beat the fp32 matmul at every batch measured (the same layer, 2 threads, 1 to 512 rows: int8
+# 0.019-2.9 ms, int4 0.024-2.6 ms, fp32 0.062-3.9 ms), and dequantizing the weight to use the float matmul
+# instead was slower still (2-7 ms a call), so prompts go through the kernels too.
 KERNEL_DTYPE = torch.bfloat16
 INT4_GROUP_SIZES = (32, 64, 128, 256)   # what _weight_int4pack_mm_for_cpu accepts
 
 
 class QuantizedLinear(nn.Module):
-    """What the int8 and int4 layers share: y = x W^T + b, with W = `dequantized()`. A call of a few rows
-    (a decoding step) runs the subclass's int kernel (`kernel`, on bf16 activations); more rows run the float
-    matmul on the dequantized weight (KERNEL_ROWS)."""
+    """What the int8 and int4 layers share: y = x W^T + b, with W = `dequantized()`, computed by the subclass's
+    int kernel (`kernel`) on bf16 activations (KERNEL_DTYPE)."""
 
     scheme: str
     out_features: int
@@ -53,11 +50,7 @@ class QuantizedLinear(nn.Module):
             raise ConfigError(f"{self.scheme} weights run on torch's CPU kernels only; got an input on {x.device}. "
                               "Keep a quantized model on the CPU (quantize the float model to run it elsewhere)")
         shape = x.shape
-        x = x.reshape(-1, shape[-1])
-        if x.shape[0] > KERNEL_ROWS:
-            y = F.linear(x, self.dequantized().to(x.dtype))
-        else:
-            y = self.kernel(x.to(KERNEL_DTYPE).contiguous()).to(x.dtype)
+        y = self.kernel(x.reshape(-1, shape[-1]).to(KERNEL_DTYPE).contiguous()).to(x.dtype)
         y = y.reshape(*shape[:-1], self.out_features)                                 # (..., N)
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
