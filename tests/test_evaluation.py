@@ -322,6 +322,16 @@ def icl():
     return tk.build("llama-tiny").eval(), tk.load_tokenizer("smollm2-135m-instruct")
 
 
+@pytest.fixture(scope="module")
+def icl_folder(icl, tmp_path_factory):
+    """The `icl` model and its tokenizer saved as one checkpoint folder, for `tkit eval`."""
+    model, tok = icl
+    folder = tmp_path_factory.mktemp("icl") / "model"
+    model.save_pretrained(folder)
+    tok.save(folder)
+    return folder
+
+
 @pytest.fixture
 def qfile(tmp_path):
     return write_jsonl(tmp_path / "questions.jsonl", QUESTIONS)
@@ -503,13 +513,11 @@ def test_more_shots_than_the_pool_is_an_error(icl, qfile):
         tk.evaluate(model, tok, task, shots=3)
 
 
-def test_tkit_eval_jsonl_task_prints_and_writes_json(icl, qfile, tmp_path, capsys):
+def test_tkit_eval_jsonl_task_prints_and_writes_json(icl, icl_folder, qfile, tmp_path, capsys):
     from transformerkit.cli import main
 
     model, tok = icl
-    folder = tmp_path / "model"
-    model.save_pretrained(folder)
-    tok.save(folder)
+    folder = icl_folder
     out = tmp_path / "icl.json"
     assert main(["eval", str(folder), "--task", str(qfile), "--shots", "2", "--seed", "1", "--limit", "5",
                  "--out", str(out)]) == 0
@@ -521,13 +529,11 @@ def test_tkit_eval_jsonl_task_prints_and_writes_json(icl, qfile, tmp_path, capsy
     assert saved["task"] == "questions.jsonl" and saved["model"] == str(folder)
 
 
-def test_tkit_eval_says_when_shots_were_dropped(icl, tmp_path, capsys):
+def test_tkit_eval_says_when_shots_were_dropped(icl, icl_folder, tmp_path, capsys):
     from transformerkit.cli import main
 
     model, tok = icl
-    folder = tmp_path / "model"
-    model.save_pretrained(folder)
-    tok.save(folder)
+    folder = icl_folder
     long = [{"question": " ".join(["word"] * 60) + f" {i}?", "choices": ["yes", "no"], "answer": 0} for i in range(5)]
     path = write_jsonl(tmp_path / "long.jsonl", long)
     assert main(["eval", str(folder), "--task", str(path), "--shots", "4"]) == 0
@@ -547,14 +553,12 @@ def test_choice_loglikelihoods_read_the_context_once_and_equal_loglikelihood(pai
     assert len({round(ll, 3) for ll, _ in shared}) == len(choices)   # the choices really score differently
 
 
-def test_tkit_eval_shot_sweep_and_the_in_context_picture(icl, qfile, tmp_path, capsys):
+def test_tkit_eval_shot_sweep_and_the_in_context_picture(icl, icl_folder, qfile, tmp_path, capsys):
     from transformerkit.cli import main
     from transformerkit.viz import read_curves
 
     model, tok = icl
-    folder = tmp_path / "model"
-    model.save_pretrained(folder)
-    tok.save(folder)
+    folder = icl_folder
     out = tmp_path / "sweep.json"
     assert main(["eval", str(folder), "--task", str(qfile), "--shots", "0", "1", "2", "--out", str(out)]) == 0
     records = json.loads(out.read_text())
